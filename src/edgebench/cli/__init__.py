@@ -1,0 +1,56 @@
+"""The `edgebench` command: a Typer app, one module per command group, errors in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from edgebench.cli import _doctor, _models, _run, _runtime
+from edgebench.cli._common import app, err_console
+from edgebench.errors import EdgebenchError
+
+__all__ = ["app", "main"]
+
+_doctor.register(app)
+_run.register(app)
+app.add_typer(_runtime.app, name="runtime")
+app.add_typer(_models.app, name="models")
+
+
+def _debug() -> bool:
+    return "--debug" in sys.argv[1:] or os.environ.get("EDGEBENCH_DEBUG") == "1"
+
+
+def _fail(msg: str, code: int) -> None:
+    # rich markup off: messages carry paths and brackets verbatim.
+    err_console.print(f"edgebench: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Entry point: every failure leaves as one `edgebench: error: …` line and a non-zero code."""
+    try:
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            raise SystemExit(rv)
+    except EdgebenchError as exc:
+        if _debug():
+            raise
+        _fail(str(exc), 1)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # a bug of ours: still one line, the traceback behind --debug
+        if _debug():
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", 70)

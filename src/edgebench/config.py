@@ -1,0 +1,191 @@
+"""edgebench.toml: pydantic models with defaults that work with no file at all.
+
+Lookup order for the file: `--config PATH` → `$EDGEBENCH_CONFIG` → `./edgebench.toml` →
+`<data dir>/edgebench.toml`. The data dir is `$EDGEBENCH_HOME`, else the platform's user data dir.
+The build cache is separate (`$EDGEBENCH_CACHE`, else the user cache dir) so tests can use a
+throwaway data dir while reusing one llama.cpp build.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgebench.errors import ConfigError
+from edgebench.runtime.flags import KV_TYPES
+
+__all__ = [
+    "BackendConfig",
+    "BudgetConfig",
+    "Config",
+    "LlamaCppConfig",
+    "ModelEntry",
+    "SweepConfig",
+    "load_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LlamaCppConfig(_Strict):
+    bin_dir: Path | None = None  # a build of your own (llama.cpp, ik_llama.cpp, rk-llama.cpp)
+    source: Path | None = None  # build from this source tree instead of the pinned one
+    preset: str = "auto"
+    cmake_args: list[str] = []  # appended after the preset's flags
+    jobs: int | None = Field(default=None, ge=1)
+
+
+class ModelEntry(_Strict):
+    path: Path
+    name: str | None = None
+
+
+class BackendConfig(_Strict):
+    """An OpenAI-compatible endpoint that edgebench does not start itself (rkllama, Ollama, vLLM)."""
+
+    name: str
+    kind: Literal["llama-server", "openai", "rkllama", "ollama", "vllm"] = "openai"
+    url: str
+    model: str | None = None
+    max_ctx: int | None = Field(default=None, ge=1)  # e.g. 4096 on the RK3588 NPU
+    api_key_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SweepConfig(_Strict):
+    threads: list[int] | None = None  # None: chosen from the host (cores, big cluster)
+    kv: list[str] = ["f16", "q8_0", "q4_0"]
+    flash_attn: list[Literal["on", "off", "auto"]] = ["on", "off"]
+    ubatch: list[int] = [512]
+    depth: list[int] = [0]
+    n_prompt: int = Field(default=512, ge=1)
+    n_gen: int = Field(default=128, ge=1)
+    ci_target: float = Field(default=0.03, gt=0, lt=1)  # stop repeating at ±3 % CI half-width
+    max_reps: int = Field(default=10, ge=2)
+    timeout_s: float = Field(default=600, gt=0)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(t < 1 for t in v)):
+            raise ValueError("thread counts must be ≥ 1")
+        return v
+
+    @field_validator("kv")
+    @classmethod
+    def _kv(cls, v: list[str]) -> list[str]:
+        bad = [k for k in v if k not in KV_TYPES]
+        if bad:
+            raise ValueError(f"unknown KV cache type {bad[0]!r}; one of {', '.join(KV_TYPES)}")
+        return v
+
+
+class BudgetConfig(_Strict):
+    ram_reserve_mib: int = Field(default=1024, ge=0)  # left to the OS when judging "fits"
+    swap_growth_mib: int = Field(default=64, ge=0)  # more swap than this during a run = not stable
+    latency_s: float = Field(default=30.0, gt=0)  # interactive budget for "best default"
+    quality_latency_s: float = Field(default=120.0, gt=0)
+
+
+class Config(_Strict):
+    data_dir: Path
+    cache_dir: Path
+    llama_cpp: LlamaCppConfig = LlamaCppConfig()
+    models: list[ModelEntry] = []
+    backends: list[BackendConfig] = []
+    sweep: SweepConfig = SweepConfig()
+    budgets: BudgetConfig = BudgetConfig()
+    source_file: Path | None = None
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "edgebench.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.cache_dir / "llama.cpp"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("EDGEBENCH_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("edgebench"))
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EDGEBENCH_CACHE")
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("edgebench"))
+
+
+def _find_file(explicit: Path | None, data_dir: Path) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit}: not found")
+        return explicit
+    env = os.environ.get("EDGEBENCH_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file {p} (from EDGEBENCH_CONFIG): not found")
+        return p
+    for p in (Path.cwd() / "edgebench.toml", data_dir / "edgebench.toml"):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate the config; every problem becomes one ConfigError naming the field."""
+    data_dir = default_data_dir()
+    file = _find_file(path, data_dir)
+    raw: dict[str, object] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from exc
+    raw.setdefault("data_dir", str(data_dir))
+    raw.setdefault("cache_dir", str(default_cache_dir()))
+    raw["source_file"] = str(file) if file else None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        origin = file or "config"
+        raise ConfigError(f"{origin}: {where}: {msg}") from exc
+    # Relative paths in the file are relative to the file, like every other tool's config.
+    if file is not None:
+        base = file.parent
+        cfg = cfg.model_copy(update={
+            "models": [m.model_copy(update={"path": _rel(base, m.path)}) for m in cfg.models],
+            "llama_cpp": cfg.llama_cpp.model_copy(update={
+                "bin_dir": _rel(base, cfg.llama_cpp.bin_dir) if cfg.llama_cpp.bin_dir else None,
+                "source": _rel(base, cfg.llama_cpp.source) if cfg.llama_cpp.source else None,
+            }),
+        })
+    return cfg
+
+
+def _rel(base: Path, p: Path) -> Path:
+    p = p.expanduser()
+    return p if p.is_absolute() else (base / p)

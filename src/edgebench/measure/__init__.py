@@ -1,0 +1,1 @@
+"""Measurement stages: each reads earlier stages from the store and writes its own rows."""

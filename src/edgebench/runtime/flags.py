@@ -1,0 +1,247 @@
+"""One `RuntimeConfig` → argv for llama-bench and llama-server alike (the only place with flags).
+
+The two binaries spell some options differently (llama-bench takes comma lists and `0|1`, the
+server takes `common/arg.cpp` options), and llama.cpp forks and older builds differ again
+(`-mmp` vs `--load-mode`, `-fa 1` vs `-fa on`). A `Dialect`, read from the binary's `--help`,
+captures those differences so one config means the same run on every build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "KV_TYPES",
+    "BenchTest",
+    "Dialect",
+    "RuntimeConfig",
+    "bench_argv",
+    "cpu_list",
+    "cpu_mask_hex",
+    "parse_cpus",
+    "server_argv",
+]
+
+# ggml types llama.cpp accepts for -ctk/-ctv (common/arg.cpp kv_cache_types).
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+FlashAttn = Literal["on", "off", "auto"]
+Affinity = Literal["taskset", "mask"]
+
+
+class RuntimeConfig(BaseModel):
+    """Everything that changes how llama.cpp runs a model; hashed into every result key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threads: int = Field(default=4, ge=1, le=512)
+    threads_batch: int | None = Field(default=None, ge=1, le=512)
+    cpus: tuple[int, ...] | None = None  # pin to these CPUs (big cores on big.LITTLE)
+    affinity: Affinity = "taskset"  # taskset works with OpenMP builds, where -C is ignored
+    ctx: int = Field(default=4096, ge=0)  # 0 = the model's ctx_train (llama.cpp semantics)
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: FlashAttn = "auto"
+    batch: int = Field(default=2048, ge=1)
+    ubatch: int = Field(default=512, ge=1)
+    mmap: bool = True
+    mlock: bool = False
+    ngl: int = Field(default=0, ge=-1)  # -1 = all layers
+    jinja: bool = True
+    reasoning_budget: int | None = Field(default=None, ge=-1)
+    parallel: int = Field(default=1, ge=1, le=256)
+    extra: tuple[str, ...] = ()  # passed through verbatim, for options we do not model
+
+    @field_validator("cache_type_k", "cache_type_v")
+    @classmethod
+    def _kv_type(cls, v: str) -> str:
+        if v.lower() not in KV_TYPES:
+            raise ValueError(f"unknown KV cache type {v!r}; one of {', '.join(KV_TYPES)}")
+        return v.lower()
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return None
+        if not v or any(c < 0 for c in v):
+            raise ValueError("CPU list must name at least one CPU, all ≥ 0")
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _ubatch_le_batch(self) -> RuntimeConfig:
+        if self.ubatch > self.batch:
+            raise ValueError(f"ubatch ({self.ubatch}) cannot exceed batch ({self.batch})")
+        return self
+
+    def key(self) -> str:
+        """Stable hash of every field, for result keys."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        """Short human label: t4 kv=q8_0/q8_0 fa=on ub=512 cpus=4-7."""
+        parts = [f"t{self.threads}"]
+        if self.threads_batch and self.threads_batch != self.threads:
+            parts[0] += f"/{self.threads_batch}"
+        parts.append(f"kv={self.cache_type_k}/{self.cache_type_v}")
+        parts.append(f"fa={self.flash_attn}")
+        parts.append(f"b={self.batch}/{self.ubatch}")
+        if self.cpus:
+            parts.append(f"cpus={cpu_list(self.cpus)}")
+        return " ".join(parts)
+
+
+class BenchTest(BaseModel):
+    """One llama-bench test: pp<n_prompt>, tg<n_gen>, optionally at a context depth."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_prompt: int = Field(default=512, ge=0)
+    n_gen: int = Field(default=0, ge=0)
+    depth: int = Field(default=0, ge=0)
+    reps: int = Field(default=5, ge=1)
+    warmup: bool = True
+
+    @property
+    def name(self) -> str:
+        base = f"pp{self.n_prompt}" if self.n_prompt and not self.n_gen else f"tg{self.n_gen}"
+        if self.n_prompt and self.n_gen:
+            base = f"pp{self.n_prompt}+tg{self.n_gen}"
+        return f"{base} @ d{self.depth}" if self.depth else base
+
+
+class Dialect(BaseModel):
+    """How a particular llama.cpp build spells the options that changed over time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bench_load_mode: bool = True  # llama-bench `-lm mmap|none|mlock` (new) vs `-mmp 0|1` (old)
+    bench_fa_words: bool = True  # `-fa on|off|auto` (new) vs `-fa 0|1` (old)
+    server_load_mode: bool = True  # server `--load-mode` (new) vs `--no-mmap`/`--mlock` (old)
+    server_reasoning_budget: bool = True
+
+    @classmethod
+    def from_help(cls, bench_help: str, server_help: str) -> Dialect:
+        return cls(
+            bench_load_mode="--load-mode" in bench_help,
+            bench_fa_words="on|off" in bench_help,
+            server_load_mode="--load-mode" in server_help,
+            server_reasoning_budget="--reasoning-budget" in server_help,
+        )
+
+
+def parse_cpus(spec: str) -> tuple[int, ...]:
+    """'0-3,6' → (0, 1, 2, 3, 6). Raises ValueError naming the bad part."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                out.update(range(lo, hi + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"bad CPU range {part!r} (expected e.g. 0-3,6)") from None
+    if not out:
+        raise ValueError(f"empty CPU list {spec!r}")
+    return tuple(sorted(out))
+
+
+def cpu_list(cpus: tuple[int, ...]) -> str:
+    """(0, 1, 2, 3, 6) → '0-3,6' (taskset -c syntax)."""
+    runs: list[str] = []
+    start = prev = cpus[0]
+    for c in (*cpus[1:], None):
+        if c is not None and c == prev + 1:
+            prev = c
+            continue
+        runs.append(f"{start}-{prev}" if prev > start else str(start))
+        if c is not None:
+            start = prev = c
+    return ",".join(runs)
+
+
+def cpu_mask_hex(cpus: tuple[int, ...]) -> str:
+    return hex(sum(1 << c for c in cpus))
+
+
+def _taskset_prefix(cfg: RuntimeConfig) -> list[str]:
+    if cfg.cpus is None or cfg.affinity != "taskset":
+        return []
+    return [shutil.which("taskset") or "taskset", "-c", cpu_list(cfg.cpus)]
+
+
+def _common_kv(cfg: RuntimeConfig) -> list[str]:
+    return ["-ctk", cfg.cache_type_k, "-ctv", cfg.cache_type_v]
+
+
+def bench_argv(binary: str, model: str, cfg: RuntimeConfig, test: BenchTest,
+               dialect: Dialect | None = None) -> list[str]:
+    """llama-bench argv for exactly one test, JSON on stdout (one config per process)."""
+    d = dialect or Dialect()
+    argv = [*_taskset_prefix(cfg), binary, "-m", model, "-o", "json",
+            "-p", str(test.n_prompt), "-n", str(test.n_gen), "-d", str(test.depth),
+            "-r", str(test.reps), "-t", str(cfg.threads),
+            "-b", str(cfg.batch), "-ub", str(cfg.ubatch), *_common_kv(cfg),
+            "-ngl", str(999 if cfg.ngl < 0 else cfg.ngl)]
+    if d.bench_fa_words:
+        argv += ["-fa", cfg.flash_attn]
+    elif cfg.flash_attn != "auto":
+        argv += ["-fa", "1" if cfg.flash_attn == "on" else "0"]
+    if d.bench_load_mode:
+        argv += ["-lm", _load_mode(cfg)]
+    else:
+        argv += ["-mmp", "1" if cfg.mmap else "0"]
+    if cfg.cpus is not None and cfg.affinity == "mask":
+        argv += ["-C", cpu_mask_hex(cfg.cpus), "--cpu-strict", "1"]
+    if not test.warmup:
+        argv.append("--no-warmup")
+    # llama-bench has no separate batch thread count; pp runs use -t as well.
+    return argv + list(cfg.extra)
+
+
+def server_argv(binary: str, model: str, cfg: RuntimeConfig, *, host: str = "127.0.0.1",
+                port: int = 8080, dialect: Dialect | None = None,
+                verbose: bool = False) -> list[str]:
+    """llama-server argv; `verbose` asks for the buffer-size lines the memory breakdown reads."""
+    d = dialect or Dialect()
+    argv = [*_taskset_prefix(cfg), binary, "-m", model, "--host", host, "--port", str(port),
+            "-c", str(cfg.ctx), "-t", str(cfg.threads),
+            "-b", str(cfg.batch), "-ub", str(cfg.ubatch), *_common_kv(cfg),
+            "-fa", cfg.flash_attn, "-ngl", str(999 if cfg.ngl < 0 else cfg.ngl),
+            "-np", str(cfg.parallel), "--no-webui"]
+    if cfg.threads_batch is not None:
+        argv += ["-tb", str(cfg.threads_batch)]
+    if cfg.cpus is not None and cfg.affinity == "mask":
+        argv += ["-C", cpu_mask_hex(cfg.cpus), "--cpu-strict", "1"]
+    if d.server_load_mode:
+        argv += ["--load-mode", _load_mode(cfg)]
+    else:
+        if not cfg.mmap:
+            argv.append("--no-mmap")
+        if cfg.mlock:
+            argv.append("--mlock")
+    argv.append("--jinja" if cfg.jinja else "--no-jinja")
+    if cfg.reasoning_budget is not None and d.server_reasoning_budget:
+        argv += ["--reasoning-budget", str(cfg.reasoning_budget)]
+    if verbose:
+        argv.append("--verbose")
+    return argv + list(cfg.extra)
+
+
+def _load_mode(cfg: RuntimeConfig) -> str:
+    if cfg.mmap and cfg.mlock:
+        return "mmap+mlock"
+    if cfg.mlock:
+        return "mlock"
+    return "mmap" if cfg.mmap else "none"

@@ -1,0 +1,231 @@
+"""SQLite store: the seam between stages. WAL mode, named migrations, idempotent keyed rows.
+
+A result row is keyed by a hash of (stage, model sha256, full config, build id, host fingerprint),
+so re-running a stage finds what is already measured and resumes instead of duplicating. Every
+`put` commits at once: a run killed with -9 keeps every row it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from edgebench.errors import StoreError
+
+__all__ = ["MIGRATIONS", "Provenance", "Row", "Store", "result_key"]
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_results(db: sqlite3.Connection) -> None:
+    db.execute("""
+        CREATE TABLE results (
+            key TEXT PRIMARY KEY,
+            stage TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            build_id TEXT NOT NULL,
+            host_fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL,
+            params TEXT NOT NULL,      -- JSON: every parameter that produced the row
+            record TEXT NOT NULL,      -- JSON: the stage's typed record
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX results_stage_model ON results (stage, model_sha256)")
+
+
+@migration
+def m002_models(db: sqlite3.Connection) -> None:
+    # sha256 is computed once per (path, size, mtime): hashing a 15 GB GGUF takes a minute on a board.
+    db.execute("""
+        CREATE TABLE models (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            name TEXT NOT NULL,
+            info TEXT NOT NULL,        -- JSON ModelInfo
+            added_at TEXT NOT NULL
+        )""")
+
+
+@migration
+def m003_hosts_runtimes(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE hosts (fingerprint TEXT PRIMARY KEY, info TEXT NOT NULL, seen_at TEXT NOT NULL)")
+    db.execute("CREATE TABLE runtimes (build_id TEXT PRIMARY KEY, info TEXT NOT NULL, seen_at TEXT NOT NULL)")
+
+
+class Provenance(BaseModel):
+    """What every stored row names: which llama.cpp, which host, which model file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    build_id: str
+    host_fingerprint: str
+    model_sha256: str
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    stage: str
+    provenance: Provenance
+    config_hash: str
+    status: str
+    params: dict[str, Any]
+    record: dict[str, Any]
+    created_at: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def result_key(stage: str, prov: Provenance, params: dict[str, Any]) -> tuple[str, str]:
+    """(row key, config hash): a stable hash of the stage, provenance and full parameters."""
+    cfg = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    blob = json.dumps([stage, prov.model_sha256, cfg, prov.build_id, prov.host_fingerprint])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24], cfg
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {path}: cannot open: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"store {path}: cannot create: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def migrate(self) -> list[str]:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+        done = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction():
+                fn(self.db)
+                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _now()))
+            applied.append(name)
+        return applied
+
+    def transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+    # results ---------------------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
+
+    def put(self, stage: str, prov: Provenance, params: dict[str, Any], record: BaseModel | dict[str, Any],
+            status: str = "ok") -> Row:
+        """Insert or replace one result row, committed before returning."""
+        key, cfg = result_key(stage, prov, params)
+        rec = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+        row = Row(key=key, stage=stage, provenance=prov, config_hash=cfg, status=status,
+                  params=params, record=rec, created_at=_now())
+        self.db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (key, stage, prov.model_sha256, cfg, prov.build_id, prov.host_fingerprint, status,
+             json.dumps(params, sort_keys=True, default=str), json.dumps(rec), row.created_at),
+        )
+        return row
+
+    def get(self, key: str) -> Row | None:
+        r = self.db.execute("SELECT * FROM results WHERE key=?", (key,)).fetchone()
+        return _row(r) if r else None
+
+    def rows(self, stage: str | None = None, model_sha256: str | None = None) -> Iterator[Row]:
+        sql, args = "SELECT * FROM results WHERE 1=1", []
+        if stage:
+            sql += " AND stage=?"
+            args.append(stage)
+        if model_sha256:
+            sql += " AND model_sha256=?"
+            args.append(model_sha256)
+        with closing(self.db.execute(sql + " ORDER BY created_at, key", args)) as cur:
+            for r in cur:
+                yield _row(r)
+
+    def count(self, stage: str | None = None) -> int:
+        if stage:
+            return int(self.db.execute("SELECT COUNT(*) FROM results WHERE stage=?", (stage,)).fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    # models ----------------------------------------------------------------------------------
+    def cached_model(self, path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
+        r = self.db.execute("SELECT info FROM models WHERE path=? AND size=? AND mtime_ns=?",
+                            (path, size, mtime_ns)).fetchone()
+        return dict(json.loads(r[0])) if r else None
+
+    def put_model(self, path: str, size: int, mtime_ns: int, sha256: str, name: str,
+                  info: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?)",
+                        (path, size, mtime_ns, sha256, name, json.dumps(info), _now()))
+
+    def models(self) -> list[dict[str, Any]]:
+        return [dict(json.loads(r[0])) for r in self.db.execute("SELECT info FROM models ORDER BY added_at, path")]
+
+    def remove_model(self, path: str) -> bool:
+        return self.db.execute("DELETE FROM models WHERE path=?", (path,)).rowcount > 0
+
+    # provenance records ----------------------------------------------------------------------
+    def put_host(self, fingerprint: str, info: BaseModel) -> None:
+        self.db.execute("INSERT OR REPLACE INTO hosts VALUES (?,?,?)",
+                        (fingerprint, info.model_dump_json(), _now()))
+
+    def put_runtime(self, build_id: str, info: BaseModel) -> None:
+        self.db.execute("INSERT OR REPLACE INTO runtimes VALUES (?,?,?)",
+                        (build_id, info.model_dump_json(), _now()))
+
+
+class _Tx:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    key, stage, sha, cfg, build_id, fp, status, params, record, created = r
+    return Row(key=key, stage=stage, provenance=Provenance(build_id=build_id, host_fingerprint=fp,
+                                                            model_sha256=sha),
+               config_hash=cfg, status=status, params=json.loads(params), record=json.loads(record),
+               created_at=created)

@@ -1,0 +1,125 @@
+"""The subprocess runner against real child processes (python -c stubs; no llama.cpp needed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgebench.errors import ProcError
+from edgebench.runtime import proc
+from edgebench.runtime.proc import ExitCause, classify_exit
+
+PY = sys.executable
+
+
+def test_ok_captures_output() -> None:
+    r = proc.run([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"])
+    assert r.ok and r.returncode == 0
+    assert r.stdout.strip() == "out" and r.stderr.strip() == "err"
+
+
+
+def test_peak_rss_is_sampled() -> None:
+    code = "import time; b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
+    r = proc.run([PY, "-c", code])
+    assert r.ok
+    assert 80 <= r.peak_rss_mib < 400
+
+
+def test_nonzero_exit_is_failed_with_last_line() -> None:
+    r = proc.run([PY, "-c", "import sys; print('boom: model missing', file=sys.stderr); sys.exit(3)"])
+    assert r.cause is ExitCause.FAILED and r.returncode == 3
+    assert "boom: model missing" in r.detail
+
+
+def test_timeout_kills_the_whole_group() -> None:
+    # The child starts a grandchild that would outlive a plain kill of the child.
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)")
+    t0 = time.monotonic()
+    r = proc.run([PY, "-c", code], timeout_s=1.5)
+    assert r.cause is ExitCause.TIMEOUT
+    assert time.monotonic() - t0 < 20
+    grandchild = int(r.stdout.split()[0])
+    time.sleep(0.2)
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_crash_with_signal() -> None:
+    r = proc.run([PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    assert r.cause is ExitCause.CRASH
+    assert "SIGSEGV" in r.detail
+
+
+def test_sigkill_from_outside_is_classified_as_oom() -> None:
+    r = proc.run([PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert r.cause is ExitCause.OOM
+    assert "SIGKILL" in r.detail
+
+
+def test_rss_watchdog_kills_over_budget() -> None:
+    code = "import time; b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(30)"
+    r = proc.run([PY, "-c", code], rss_limit_mib=150, timeout_s=60)
+    assert r.cause is ExitCause.RSS_LIMIT
+    assert r.peak_rss_mib > 150
+    assert r.wall_s < 30
+
+
+def test_streaming_lines_and_log_file(tmp_path: Path) -> None:
+    seen: list[str] = []
+    log = tmp_path / "run.log"
+    r = proc.run([PY, "-c", "import sys\nfor i in range(3): print(f'[ {i}0%] step', flush=True)\n"
+                  "print('warn', file=sys.stderr)"], on_line=seen.append, log_file=log)
+    assert r.ok
+    assert seen[:3] == ["[ 00%] step", "[ 10%] step", "[ 20%] step"] and "warn" in seen
+    assert "[ 20%] step" in log.read_text()
+
+
+def test_streaming_timeout() -> None:
+    r = proc.run([PY, "-c", "import time; print('x', flush=True); time.sleep(60)"], timeout_s=1, on_line=lambda _: None)
+    assert r.cause is ExitCause.TIMEOUT
+
+
+def test_missing_binary_raises_one_clear_error() -> None:
+    with pytest.raises(ProcError, match=r"/nonexistent/llama-bench: cannot start: not found"):
+        proc.run(["/nonexistent/llama-bench"])
+
+
+def test_kill_group_escalates_to_sigkill() -> None:
+    p = proc.spawn([PY, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                    "print('ready', flush=True); time.sleep(60)"])
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    proc.kill_group(p, grace_s=0.5)
+    assert p.returncode == -signal.SIGKILL
+    p.stdout.close()
+    assert p.stderr is not None
+    p.stderr.close()
+    assert time.monotonic() - t0 < 5
+    assert os.getpgid(os.getpid()) != p.pid  # it really had its own group
+
+
+@pytest.mark.parametrize(("stderr", "cause"), [
+    ("error: invalid argument: --bogus", ExitCause.BAD_ARGS),
+    ("error while handling argument \"-ctv\": invalid value", ExitCause.BAD_ARGS),
+    ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 99999", ExitCause.OOM),
+    ("terminate called after throwing an instance of 'std::bad_alloc'", ExitCause.OOM),
+    ("llama_model_load: error loading model", ExitCause.FAILED),
+])
+def test_classify_from_stderr(stderr: str, cause: ExitCause) -> None:
+    got, detail = classify_exit(1, stderr)
+    assert got is cause
+    assert detail
+
+
+def test_classify_precedence() -> None:
+    assert classify_exit(None, "", timed_out=True)[0] is ExitCause.TIMEOUT
+    assert classify_exit(-9, "", rss_killed=True)[0] is ExitCause.RSS_LIMIT
+    assert classify_exit(0, "error: invalid argument")[0] is ExitCause.OK
+    assert classify_exit(-6, "GGML_ASSERT(x) failed")[0] is ExitCause.CRASH
