@@ -6,9 +6,6 @@ test session, `make run` and CI reuse it; the first session builds it (~5-10 min
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +16,6 @@ from edgebench.models.default import assemble_default_model
 from edgebench.runtime.locate import Runtime
 from edgebench.setup import ensure_runtime
 from edgebench.testing.synth import write_tiny_llama
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +44,3 @@ def gemma_path() -> Path:
     """gemma-3-270m from the PyPI package, assembled once into the shared cache."""
     cfg = load_config()
     return assemble_default_model(cfg.cache_dir / "models")
-
-
-def edgebench(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "edgebench", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd, check=False)

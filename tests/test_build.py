@@ -22,10 +22,15 @@ def test_auto_preset_follows_the_host() -> None:
 
 def test_rk3588_preset_carries_the_seed_flags() -> None:
     args = PRESETS["rk3588"].cmake_args
-    for flag in ("-DGGML_CPU_ARM_ARCH=armv8.2-a", "-DGGML_INTERNAL_DOTPROD=ON",
-                 "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON", "-DGGML_OPENMP=ON", "-DGGML_LLAMAFILE=OFF",
-                 "-DCMAKE_C_FLAGS=-mcpu=cortex-a76+crc+crypto+dotprod",
-                 "-DCMAKE_CXX_FLAGS=-mcpu=cortex-a76+crc+crypto+dotprod"):
+    for flag in (
+        "-DGGML_CPU_ARM_ARCH=armv8.2-a",
+        "-DGGML_INTERNAL_DOTPROD=ON",
+        "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON",
+        "-DGGML_OPENMP=ON",
+        "-DGGML_LLAMAFILE=OFF",
+        "-DCMAKE_C_FLAGS=-mcpu=cortex-a76+crc+crypto+dotprod",
+        "-DCMAKE_CXX_FLAGS=-mcpu=cortex-a76+crc+crypto+dotprod",
+    ):
         assert flag in args
     assert PRESETS["rk3588"].arch == "aarch64"
 
@@ -74,23 +79,35 @@ def test_failed_build_shows_compiler_lines_and_log(tmp_path: Path) -> None:
 def test_build_of_user_source_is_cached_and_reused(tmp_path: Path) -> None:
     src = _fake_tree(tmp_path / "src", "int main() { return 0; }\n")
     seen: list[int] = []
-    info = build(builds_dir=tmp_path / "builds", cache_dir=tmp_path, preset=PRESETS["x86-native"],
-                 source=src, on_progress=lambda pct, _w: seen.append(pct))
+    info = build(
+        builds_dir=tmp_path / "builds",
+        cache_dir=tmp_path,
+        preset=PRESETS["x86-native"],
+        source=src,
+        on_progress=lambda pct, _w: seen.append(pct),
+    )
     assert Path(info.bin_dir, "llama-bench").is_file()
     assert info.source_id.startswith("src-")
     assert set(info.targets) == {"llama-bench", "llama-server"}
     assert seen and max(seen) == 100
-    again = build(builds_dir=tmp_path / "builds", cache_dir=tmp_path, preset=PRESETS["x86-native"], source=src)
+    again = build(
+        builds_dir=tmp_path / "builds", cache_dir=tmp_path, preset=PRESETS["x86-native"], source=src
+    )
     assert again == info  # reused: same record, no rebuild
     assert cached_builds(tmp_path / "builds") == [info]
 
 
 def test_source_without_cmakelists(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="no CMakeLists.txt"):
+    with pytest.raises(BuildError, match=r"no CMakeLists\.txt"):
         build(builds_dir=tmp_path, cache_dir=tmp_path, preset=PRESETS["x86-native"], source=tmp_path)
 
 
 def test_error_tail_prefers_compiler_errors() -> None:
-    lines = ["[ 10%] Building x", "main.cpp:1:20: error: 'y' was not declared", "make: *** [x] Error 1", "done"]
+    lines = [
+        "[ 10%] Building x",
+        "main.cpp:1:20: error: 'y' was not declared",
+        "make: *** [x] Error 1",
+        "done",
+    ]
     tail = _error_tail(lines)
     assert "was not declared" in tail and "done" not in tail

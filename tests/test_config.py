@@ -34,15 +34,21 @@ def test_file_in_cwd_is_read_and_paths_are_relative_to_it(tmp_path: Path) -> Non
     assert cfg.sweep.threads == [2, 4, 6]
 
 
-@pytest.mark.parametrize(("toml", "needle"), [
-    ('[sweep]\nthreads = ["four"]\n', "sweep.threads.0: Input should be a valid integer"),
-    ('[sweep]\nthreads = [0]\n', "sweep.threads: thread counts must be ≥ 1"),
-    ('[sweep]\nkv = ["q3_k"]\n', "sweep.kv: unknown KV cache type 'q3_k'"),
-    ('[budgets]\nram_reserve_mib = -5\n', "budgets.ram_reserve_mib: Input should be greater than or equal to 0"),
-    ('[[backends]]\nname = "x"\nurl = "localhost:8080"\n', "backends.0.url: must start with http://"),
-    ('[sweep]\nthreds = [2]\n', "sweep.threds: Extra inputs are not permitted"),
-    ("[sweep\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('[sweep]\nthreads = ["four"]\n', "sweep.threads.0: Input should be a valid integer"),
+        ("[sweep]\nthreads = [0]\n", "sweep.threads: thread counts must be ≥ 1"),
+        ('[sweep]\nkv = ["q3_k"]\n', "sweep.kv: unknown KV cache type 'q3_k'"),
+        (
+            "[budgets]\nram_reserve_mib = -5\n",
+            "budgets.ram_reserve_mib: Input should be greater than or equal to 0",
+        ),
+        ('[[backends]]\nname = "x"\nurl = "localhost:8080"\n', "backends.0.url: must start with http://"),
+        ("[sweep]\nthreds = [2]\n", "sweep.threds: Extra inputs are not permitted"),
+        ("[sweep\n", "not valid TOML"),
+    ],
+)
 def test_bad_values_name_the_field_and_reason(tmp_path: Path, toml: str, needle: str) -> None:
     (tmp_path / "edgebench.toml").write_text(toml)
     with pytest.raises(ConfigError) as exc:
@@ -53,7 +59,7 @@ def test_bad_values_name_the_field_and_reason(tmp_path: Path, toml: str, needle:
 
 
 def test_explicit_missing_file() -> None:
-    with pytest.raises(ConfigError, match="nope.toml: not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: not found"):
         load_config(Path("nope.toml"))
 
 

@@ -20,13 +20,27 @@ def _opt(argv: list[str], flag: str) -> str:
 
 
 def test_bench_argv_maps_every_field() -> None:
-    cfg = RuntimeConfig(threads=6, ctx=8192, cache_type_k="q8_0", cache_type_v="q4_0", flash_attn="on",
-                        batch=1024, ubatch=256, mmap=False, ngl=0)
+    cfg = RuntimeConfig(
+        threads=6,
+        ctx=8192,
+        cache_type_k="q8_0",
+        cache_type_v="q4_0",
+        flash_attn="on",
+        batch=1024,
+        ubatch=256,
+        mmap=False,
+        ngl=0,
+    )
     argv = bench_argv("/b/llama-bench", "/m.gguf", cfg, BenchTest(n_prompt=512, n_gen=0, depth=4096, reps=3))
     assert argv[0] == "/b/llama-bench"
     assert _opt(argv, "-m") == "/m.gguf"
     assert _opt(argv, "-o") == "json"
-    assert (_opt(argv, "-p"), _opt(argv, "-n"), _opt(argv, "-d"), _opt(argv, "-r")) == ("512", "0", "4096", "3")
+    assert (_opt(argv, "-p"), _opt(argv, "-n"), _opt(argv, "-d"), _opt(argv, "-r")) == (
+        "512",
+        "0",
+        "4096",
+        "3",
+    )
     assert (_opt(argv, "-t"), _opt(argv, "-b"), _opt(argv, "-ub")) == ("6", "1024", "256")
     assert (_opt(argv, "-ctk"), _opt(argv, "-ctv"), _opt(argv, "-fa")) == ("q8_0", "q4_0", "on")
     assert _opt(argv, "-lm") == "none"
@@ -34,8 +48,17 @@ def test_bench_argv_maps_every_field() -> None:
 
 
 def test_server_argv_shares_the_mapping() -> None:
-    cfg = RuntimeConfig(threads=4, threads_batch=6, ctx=32768, cache_type_k="q4_0", cache_type_v="q4_0",
-                        flash_attn="on", reasoning_budget=0, parallel=2, mlock=True)
+    cfg = RuntimeConfig(
+        threads=4,
+        threads_batch=6,
+        ctx=32768,
+        cache_type_k="q4_0",
+        cache_type_v="q4_0",
+        flash_attn="on",
+        reasoning_budget=0,
+        parallel=2,
+        mlock=True,
+    )
     argv = server_argv("/b/llama-server", "/m.gguf", cfg, port=8081)
     assert (_opt(argv, "-c"), _opt(argv, "-t"), _opt(argv, "-tb")) == ("32768", "4", "6")
     assert (_opt(argv, "-ctk"), _opt(argv, "-ctv"), _opt(argv, "-fa")) == ("q4_0", "q4_0", "on")
@@ -59,8 +82,10 @@ def test_old_dialect_uses_old_spellings() -> None:
 
 
 def test_new_dialect_detected_from_real_help_text() -> None:
-    d = Dialect.from_help("-fa, --flash-attn <on|off|auto>\n-lm, --load-mode <auto|none|mmap>",
-                          "-lm, --load-mode MODE\n--reasoning-budget N")
+    d = Dialect.from_help(
+        "-fa, --flash-attn <on|off|auto>\n-lm, --load-mode <auto|none|mmap>",
+        "-lm, --load-mode MODE\n--reasoning-budget N",
+    )
     assert d == Dialect()
 
 
@@ -73,11 +98,14 @@ def test_affinity_taskset_and_mask() -> None:
     assert _opt(masked, "-C") == "0xf0" and _opt(masked, "--cpu-strict") == "1"
 
 
-@pytest.mark.parametrize(("spec", "cpus", "back"), [
-    ("0-3", (0, 1, 2, 3), "0-3"),
-    ("4-7,0", (0, 4, 5, 6, 7), "0,4-7"),
-    ("1,3,5", (1, 3, 5), "1,3,5"),
-])
+@pytest.mark.parametrize(
+    ("spec", "cpus", "back"),
+    [
+        ("0-3", (0, 1, 2, 3), "0-3"),
+        ("4-7,0", (0, 4, 5, 6, 7), "0,4-7"),
+        ("1,3,5", (1, 3, 5), "1,3,5"),
+    ],
+)
 def test_cpu_lists_round_trip(spec: str, cpus: tuple[int, ...], back: str) -> None:
     assert parse_cpus(spec) == cpus
     assert cpu_list(cpus) == back

@@ -24,7 +24,6 @@ def test_ok_captures_output() -> None:
     assert r.stdout.strip() == "out" and r.stderr.strip() == "err"
 
 
-
 def test_peak_rss_is_sampled() -> None:
     code = "import time; b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
     r = proc.run([PY, "-c", code])
@@ -40,8 +39,10 @@ def test_nonzero_exit_is_failed_with_last_line() -> None:
 
 def test_timeout_kills_the_whole_group() -> None:
     # The child starts a grandchild that would outlive a plain kill of the child.
-    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
-            "'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)"
+    )
     t0 = time.monotonic()
     r = proc.run([PY, "-c", code], timeout_s=1.5)
     assert r.cause is ExitCause.TIMEOUT
@@ -74,15 +75,25 @@ def test_rss_watchdog_kills_over_budget() -> None:
 def test_streaming_lines_and_log_file(tmp_path: Path) -> None:
     seen: list[str] = []
     log = tmp_path / "run.log"
-    r = proc.run([PY, "-c", "import sys\nfor i in range(3): print(f'[ {i}0%] step', flush=True)\n"
-                  "print('warn', file=sys.stderr)"], on_line=seen.append, log_file=log)
+    r = proc.run(
+        [
+            PY,
+            "-c",
+            "import sys\nfor i in range(3): print(f'[ {i}0%] step', flush=True)\n"
+            "print('warn', file=sys.stderr)",
+        ],
+        on_line=seen.append,
+        log_file=log,
+    )
     assert r.ok
     assert seen[:3] == ["[ 00%] step", "[ 10%] step", "[ 20%] step"] and "warn" in seen
     assert "[ 20%] step" in log.read_text()
 
 
 def test_streaming_timeout() -> None:
-    r = proc.run([PY, "-c", "import time; print('x', flush=True); time.sleep(60)"], timeout_s=1, on_line=lambda _: None)
+    r = proc.run(
+        [PY, "-c", "import time; print('x', flush=True); time.sleep(60)"], timeout_s=1, on_line=lambda _: None
+    )
     assert r.cause is ExitCause.TIMEOUT
 
 
@@ -92,8 +103,14 @@ def test_missing_binary_raises_one_clear_error() -> None:
 
 
 def test_kill_group_escalates_to_sigkill() -> None:
-    p = proc.spawn([PY, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                    "print('ready', flush=True); time.sleep(60)"])
+    p = proc.spawn(
+        [
+            PY,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)",
+        ]
+    )
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     t0 = time.monotonic()
     proc.kill_group(p, grace_s=0.5)
@@ -105,13 +122,16 @@ def test_kill_group_escalates_to_sigkill() -> None:
     assert os.getpgid(os.getpid()) != p.pid  # it really had its own group
 
 
-@pytest.mark.parametrize(("stderr", "cause"), [
-    ("error: invalid argument: --bogus", ExitCause.BAD_ARGS),
-    ("error while handling argument \"-ctv\": invalid value", ExitCause.BAD_ARGS),
-    ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 99999", ExitCause.OOM),
-    ("terminate called after throwing an instance of 'std::bad_alloc'", ExitCause.OOM),
-    ("llama_model_load: error loading model", ExitCause.FAILED),
-])
+@pytest.mark.parametrize(
+    ("stderr", "cause"),
+    [
+        ("error: invalid argument: --bogus", ExitCause.BAD_ARGS),
+        ('error while handling argument "-ctv": invalid value', ExitCause.BAD_ARGS),
+        ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 99999", ExitCause.OOM),
+        ("terminate called after throwing an instance of 'std::bad_alloc'", ExitCause.OOM),
+        ("llama_model_load: error loading model", ExitCause.FAILED),
+    ],
+)
 def test_classify_from_stderr(stderr: str, cause: ExitCause) -> None:
     got, detail = classify_exit(1, stderr)
     assert got is cause

@@ -17,8 +17,18 @@ PROV = Provenance(build_id="b0-lcp-0.3.36-abc", host_fingerprint="f" * 16, model
 def test_migrations_create_exact_columns(tmp_path: Path) -> None:
     s = Store(tmp_path / "s.sqlite")
     cols = [r[1] for r in s.db.execute("PRAGMA table_info(results)")]
-    assert cols == ["key", "stage", "model_sha256", "config_hash", "build_id", "host_fingerprint",
-                    "status", "params", "record", "created_at"]
+    assert cols == [
+        "key",
+        "stage",
+        "model_sha256",
+        "config_hash",
+        "build_id",
+        "host_fingerprint",
+        "status",
+        "params",
+        "record",
+        "created_at",
+    ]
     applied = [r[0] for r in s.db.execute("SELECT name FROM _migrations ORDER BY name")]
     assert applied == sorted(name for name, _ in MIGRATIONS)
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgebench.models import read_model_info
+from edgebench.runtime.locate import Runtime
 from edgebench.testing import FType, tiny_vocab, write_tiny_llama
 
 FTYPES: list[FType] = ["f32", "f16", "q8_0"]
@@ -20,18 +20,6 @@ FTYPES: list[FType] = ["f32", "f16", "q8_0"]
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _bin_dir() -> Path:
-    # To be replaced by the shared runtime fixture; until then the in-progress raw build.
-    return Path(os.environ.get("EDGEBENCH_TEST_BIN_DIR", "/tmp/rawbuild/bin"))
-
-
-def _binary(name: str) -> Path:
-    exe = _bin_dir() / name
-    if not exe.is_file():
-        pytest.skip(f"{name} not found in {_bin_dir()} (set EDGEBENCH_TEST_BIN_DIR to a llama.cpp bin dir)")
-    return exe
 
 
 @pytest.mark.parametrize("ftype", FTYPES)
@@ -103,8 +91,8 @@ def test_rejects_models_llama_cpp_cannot_load(tmp_path: Path, kwargs: dict[str, 
 
 @pytest.mark.llama
 @pytest.mark.parametrize("ftype", FTYPES)
-def test_llama_bench_runs_it(tmp_path: Path, ftype: FType) -> None:
-    bench = _binary("llama-bench")
+def test_llama_bench_runs_it(tmp_path: Path, ftype: FType, runtime: Runtime) -> None:
+    bench = runtime.binaries["llama-bench"]
     path = write_tiny_llama(tmp_path / f"tiny-{ftype}.gguf", ftype=ftype)
     res = subprocess.run(
         [str(bench), "-m", str(path), "-p", "16", "-n", "8", "-r", "1", "-o", "json"],
@@ -123,8 +111,8 @@ def test_llama_bench_runs_it(tmp_path: Path, ftype: FType) -> None:
 
 
 @pytest.mark.llama
-def test_llama_cli_generates_from_it(tmp_path: Path) -> None:
-    cli = _binary("llama-cli")
+def test_llama_cli_generates_from_it(tmp_path: Path, runtime: Runtime) -> None:
+    cli = runtime.binaries["llama-cli"]
     path = write_tiny_llama(tmp_path / "tiny.gguf", ftype="q8_0")
     res = subprocess.run(
         [str(cli), "-m", str(path), "-p", "hello world", "-n", "8", "-st", "--seed", "1", "-c", "256"],

@@ -176,13 +176,17 @@ def load_config(path: Path | None = None) -> Config:
     # Relative paths in the file are relative to the file, like every other tool's config.
     if file is not None:
         base = file.parent
-        cfg = cfg.model_copy(update={
-            "models": [m.model_copy(update={"path": _rel(base, m.path)}) for m in cfg.models],
-            "llama_cpp": cfg.llama_cpp.model_copy(update={
-                "bin_dir": _rel(base, cfg.llama_cpp.bin_dir) if cfg.llama_cpp.bin_dir else None,
-                "source": _rel(base, cfg.llama_cpp.source) if cfg.llama_cpp.source else None,
-            }),
-        })
+        cfg = cfg.model_copy(
+            update={
+                "models": [m.model_copy(update={"path": _rel(base, m.path)}) for m in cfg.models],
+                "llama_cpp": cfg.llama_cpp.model_copy(
+                    update={
+                        "bin_dir": _rel(base, cfg.llama_cpp.bin_dir) if cfg.llama_cpp.bin_dir else None,
+                        "source": _rel(base, cfg.llama_cpp.source) if cfg.llama_cpp.source else None,
+                    }
+                ),
+            }
+        )
     return cfg
 
 

@@ -38,8 +38,9 @@ class DoctorReport(BaseModel):
     store: str
 
 
-def doctor_report(cfg: Config, store: Store, *, sysroot: Path = Path("/"),
-                  bandwidth: bool = True) -> DoctorReport:
+def doctor_report(
+    cfg: Config, store: Store, *, sysroot: Path = Path("/"), bandwidth: bool = True
+) -> DoctorReport:
     host = probe_host(sysroot, measure_bandwidth=bandwidth and sysroot == Path("/"))
     runtime: Runtime | None = None
     problem: str | None = None
@@ -47,10 +48,16 @@ def doctor_report(cfg: Config, store: Store, *, sysroot: Path = Path("/"),
         runtime = locate(bin_dir=cfg.llama_cpp.bin_dir, builds_dir=cfg.builds_dir)
     except EdgebenchError as exc:
         problem = str(exc)
-    return DoctorReport(host=host, runtime=runtime, runtime_problem=problem, models=list_models(store),
-                        data_dir=str(cfg.data_dir), cache_dir=str(cfg.cache_dir),
-                        config_file=str(cfg.source_file) if cfg.source_file else None,
-                        store=str(cfg.store_path))
+    return DoctorReport(
+        host=host,
+        runtime=runtime,
+        runtime_problem=problem,
+        models=list_models(store),
+        data_dir=str(cfg.data_dir),
+        cache_dir=str(cfg.cache_dir),
+        config_file=str(cfg.source_file) if cfg.source_file else None,
+        store=str(cfg.store_path),
+    )
 
 
 def ensure_runtime(cfg: Config, on_progress: Callable[[int, str], None] | None = None) -> Runtime:
@@ -61,9 +68,15 @@ def ensure_runtime(cfg: Config, on_progress: Callable[[int, str], None] | None =
         if cfg.llama_cpp.bin_dir is not None:
             raise  # the user named a build; building another one behind their back would mislead
     preset = resolve_preset(cfg.llama_cpp.preset)
-    build(builds_dir=cfg.builds_dir, cache_dir=cfg.cache_dir, preset=preset,
-          source=cfg.llama_cpp.source, extra_args=list(cfg.llama_cpp.cmake_args),
-          jobs=cfg.llama_cpp.jobs, on_progress=on_progress)
+    build(
+        builds_dir=cfg.builds_dir,
+        cache_dir=cfg.cache_dir,
+        preset=preset,
+        source=cfg.llama_cpp.source,
+        extra_args=list(cfg.llama_cpp.cmake_args),
+        jobs=cfg.llama_cpp.jobs,
+        on_progress=on_progress,
+    )
     return locate(bin_dir=None, builds_dir=cfg.builds_dir)
 
 

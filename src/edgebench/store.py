@@ -147,17 +147,41 @@ class Store:
     def has(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
 
-    def put(self, stage: str, prov: Provenance, params: dict[str, Any], record: BaseModel | dict[str, Any],
-            status: str = "ok") -> Row:
+    def put(
+        self,
+        stage: str,
+        prov: Provenance,
+        params: dict[str, Any],
+        record: BaseModel | dict[str, Any],
+        status: str = "ok",
+    ) -> Row:
         """Insert or replace one result row, committed before returning."""
         key, cfg = result_key(stage, prov, params)
         rec = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
-        row = Row(key=key, stage=stage, provenance=prov, config_hash=cfg, status=status,
-                  params=params, record=rec, created_at=_now())
+        row = Row(
+            key=key,
+            stage=stage,
+            provenance=prov,
+            config_hash=cfg,
+            status=status,
+            params=params,
+            record=rec,
+            created_at=_now(),
+        )
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (key, stage, prov.model_sha256, cfg, prov.build_id, prov.host_fingerprint, status,
-             json.dumps(params, sort_keys=True, default=str), json.dumps(rec), row.created_at),
+            (
+                key,
+                stage,
+                prov.model_sha256,
+                cfg,
+                prov.build_id,
+                prov.host_fingerprint,
+                status,
+                json.dumps(params, sort_keys=True, default=str),
+                json.dumps(rec),
+                row.created_at,
+            ),
         )
         return row
 
@@ -184,29 +208,37 @@ class Store:
 
     # models ----------------------------------------------------------------------------------
     def cached_model(self, path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
-        r = self.db.execute("SELECT info FROM models WHERE path=? AND size=? AND mtime_ns=?",
-                            (path, size, mtime_ns)).fetchone()
+        r = self.db.execute(
+            "SELECT info FROM models WHERE path=? AND size=? AND mtime_ns=?", (path, size, mtime_ns)
+        ).fetchone()
         return dict(json.loads(r[0])) if r else None
 
-    def put_model(self, path: str, size: int, mtime_ns: int, sha256: str, name: str,
-                  info: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?)",
-                        (path, size, mtime_ns, sha256, name, json.dumps(info), _now()))
+    def put_model(
+        self, path: str, size: int, mtime_ns: int, sha256: str, name: str, info: dict[str, Any]
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?)",
+            (path, size, mtime_ns, sha256, name, json.dumps(info), _now()),
+        )
 
     def models(self) -> list[dict[str, Any]]:
-        return [dict(json.loads(r[0])) for r in self.db.execute("SELECT info FROM models ORDER BY added_at, path")]
+        return [
+            dict(json.loads(r[0])) for r in self.db.execute("SELECT info FROM models ORDER BY added_at, path")
+        ]
 
     def remove_model(self, path: str) -> bool:
         return self.db.execute("DELETE FROM models WHERE path=?", (path,)).rowcount > 0
 
     # provenance records ----------------------------------------------------------------------
     def put_host(self, fingerprint: str, info: BaseModel) -> None:
-        self.db.execute("INSERT OR REPLACE INTO hosts VALUES (?,?,?)",
-                        (fingerprint, info.model_dump_json(), _now()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO hosts VALUES (?,?,?)", (fingerprint, info.model_dump_json(), _now())
+        )
 
     def put_runtime(self, build_id: str, info: BaseModel) -> None:
-        self.db.execute("INSERT OR REPLACE INTO runtimes VALUES (?,?,?)",
-                        (build_id, info.model_dump_json(), _now()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO runtimes VALUES (?,?,?)", (build_id, info.model_dump_json(), _now())
+        )
 
 
 class _Tx:
@@ -225,7 +257,13 @@ class _Tx:
 
 def _row(r: tuple[Any, ...]) -> Row:
     key, stage, sha, cfg, build_id, fp, status, params, record, created = r
-    return Row(key=key, stage=stage, provenance=Provenance(build_id=build_id, host_fingerprint=fp,
-                                                            model_sha256=sha),
-               config_hash=cfg, status=status, params=json.loads(params), record=json.loads(record),
-               created_at=created)
+    return Row(
+        key=key,
+        stage=stage,
+        provenance=Provenance(build_id=build_id, host_fingerprint=fp, model_sha256=sha),
+        config_hash=cfg,
+        status=status,
+        params=json.loads(params),
+        record=json.loads(record),
+        created_at=created,
+    )

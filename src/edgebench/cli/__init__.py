@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
-from edgebench.cli import _doctor, _models, _run, _runtime
+from edgebench.cli import _doctor as _doctor
+from edgebench.cli import _models as _models
+from edgebench.cli import _run as _run
+from edgebench.cli import _runtime as _runtime
 from edgebench.cli._common import app, err_console
 from edgebench.errors import EdgebenchError
 
@@ -40,16 +42,15 @@ def main() -> None:
         if _debug():
             raise
         _fail(str(exc), 1)
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        _fail("interrupted", 130)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err_console.print(exc.format_message(), markup=False, highlight=False)
+            raise SystemExit(2) from None
+        _fail(f"{exc.format_message()} (see --help)", exc.exit_code)
     except Exception as exc:  # a bug of ours: still one line, the traceback behind --debug
         if _debug():
             raise

@@ -14,8 +14,11 @@ __all__ = ["register"]
 
 
 def doctor(
-    sysroot: Path = typer.Option(Path("/"), "--sysroot",
-                                 help="Probe a recorded filesystem root (sys/, proc/, dev/) instead of this host."),
+    sysroot: Path = typer.Option(
+        Path("/"),
+        "--sysroot",
+        help="Probe a recorded filesystem root (sys/, proc/, dev/) instead of this host.",
+    ),
     no_bandwidth: bool = typer.Option(False, "--no-bandwidth", help="Skip the memory bandwidth test."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -27,8 +30,11 @@ def doctor(
     render_host(console, report.host)
     render_runtime(console, report.runtime, report.runtime_problem)
     render_models(console, report.models)
-    console.print(f"data dir {report.data_dir} · cache {report.cache_dir} · "
-                  f"config {report.config_file or '(defaults, no file)'}", highlight=False)
+    console.print(
+        f"data dir {report.data_dir} · cache {report.cache_dir} · "
+        f"config {report.config_file or '(defaults, no file)'}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,9 @@ def models_add(
         raise ConfigError("models add: give GGUF paths, or --default for the embedded model")
     added = [add_model(state.store, p, name) for p in paths]
     if default:
-        added.append(add_model(state.store, assemble_default_model(state.config.models_dir), DEFAULT_MODEL_NAME))
+        added.append(
+            add_model(state.store, assemble_default_model(state.config.models_dir), DEFAULT_MODEL_NAME)
+        )
     if json_:
         emit_json(added)
         return

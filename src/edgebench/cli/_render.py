@@ -27,7 +27,9 @@ def render_host(c: Console, h: HostInfo) -> None:
         cap = f", capacity {cl.capacity}" if cl.capacity is not None else ""
         t.add_row("cluster", f"cpus {cpu_list(tuple(cl.cpus))}: {cl.core or 'core ?'}, {mhz}{cap}")
     if h.little_cpus:
-        t.add_row("big.LITTLE", f"big {cpu_list(tuple(h.big_cpus))} · little {cpu_list(tuple(h.little_cpus))}")
+        t.add_row(
+            "big.LITTLE", f"big {cpu_list(tuple(h.big_cpus))} · little {cpu_list(tuple(h.little_cpus))}"
+        )
     t.add_row("ram", f"{h.ram_total_mib} MiB total, {h.ram_available_mib} MiB available")
     swap_used = h.swap_total_mib - h.swap_free_mib
     t.add_row("swap", f"{h.swap_total_mib} MiB total, {swap_used} MiB used" if h.swap_total_mib else "none")
@@ -68,8 +70,16 @@ def render_models(c: Console, models: list[ModelInfo]) -> None:
     for col in ("name", "arch", "params", "quant", "size", "ctx_train", "chat template", "sha256"):
         t.add_column(col)
     for m in models:
-        t.add_row(m.name, m.arch, _params(m.params), m.quant, f"{gib(m.file_size)} ({m.bpw:.2f} BPW)",
-                  str(m.ctx_train), _template(m), m.sha256[:12])
+        t.add_row(
+            m.name,
+            m.arch,
+            _params(m.params),
+            m.quant,
+            f"{gib(m.file_size)} ({m.bpw:.2f} BPW)",
+            str(m.ctx_train),
+            _template(m),
+            m.sha256[:12],
+        )
     if not models:
         t.add_row("(none)", "", "", "", "", "", "", "")
     c.print(t)
@@ -84,8 +94,11 @@ def render_model(c: Console, m: ModelInfo) -> None:
     t.add_row("file", f"{gib(m.file_size)}, {m.bpw:.2f} bits per weight, {m.quant}")
     t.add_row("context", f"{m.ctx_train} trained")
     heads = sorted(set(m.n_head_kv))
-    t.add_row("layers", f"{m.n_layer} × (n_embd {m.n_embd}, heads {m.n_head}, kv heads "
-              f"{'/'.join(map(str, heads))}, head dim {m.head_dim_k}/{m.head_dim_v})")
+    t.add_row(
+        "layers",
+        f"{m.n_layer} × (n_embd {m.n_embd}, heads {m.n_head}, kv heads "
+        f"{'/'.join(map(str, heads))}, head dim {m.head_dim_k}/{m.head_dim_v})",
+    )
     if m.swa_window:
         n_swa = sum(m.swa_layers)
         t.add_row("sliding window", f"{m.swa_window} tokens on {n_swa} of {m.n_layer} layers")
@@ -96,9 +109,11 @@ def render_model(c: Console, m: ModelInfo) -> None:
     t.add_row("chat template", _template(m))
     c.print(t)
     if not m.chat_template:
-        c.print("[yellow]base model: no chat template.[/yellow] Chat-style quality items cannot be "
-                "scored as chat; edgebench runs them in an explicit completion mode or marks them "
-                "template_missing.")
+        c.print(
+            "[yellow]base model: no chat template.[/yellow] Chat-style quality items cannot be "
+            "scored as chat; edgebench runs them in an explicit completion mode or marks them "
+            "template_missing."
+        )
 
 
 def _template(m: ModelInfo) -> str:

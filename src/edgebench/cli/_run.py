@@ -25,11 +25,21 @@ def run(
 ) -> None:
     """Set up (build llama.cpp, install the default model) and measure everything not yet stored."""
     cfg, store = state.config, state.store
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("llama.cpp: locating", total=100)
-        runtime = ensure_runtime(cfg, on_progress=lambda pct, what: bar.update(
-            task, completed=pct, description=f"llama.cpp: building ({what[-50:]})"))
+        runtime = ensure_runtime(
+            cfg,
+            on_progress=lambda pct, what: bar.update(
+                task, completed=pct, description=f"llama.cpp: building ({what[-50:]})"
+            ),
+        )
         bar.update(task, completed=100, description="models: assembling / reading metadata")
         models = ensure_models(cfg, store)
         bar.update(task, description="host: probing (bandwidth test)")
@@ -38,8 +48,14 @@ def run(
     store.put_runtime(runtime.build_id, runtime)
 
     results: list[SmokeResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("measuring", total=len(models))
         for m in models:
             bar.update(task, description=f"llama-bench {m.name}")
@@ -47,8 +63,15 @@ def run(
             bar.advance(task)
 
     if json_:
-        emit_json({"host": host, "runtime": runtime, "models": models, "measured": results,
-                   "store": str(cfg.store_path)})
+        emit_json(
+            {
+                "host": host,
+                "runtime": runtime,
+                "models": models,
+                "measured": results,
+                "store": str(cfg.store_path),
+            }
+        )
         return
     render_host(console, host)
     render_runtime(console, runtime)

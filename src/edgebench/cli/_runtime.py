@@ -21,10 +21,15 @@ app = typer.Typer(help="Build, locate and describe llama.cpp.", no_args_is_help=
 
 @app.command("build")
 def runtime_build(
-    preset: str | None = typer.Option(None, "--preset", "-p",
-                                      help=f"auto, {', '.join(PRESETS)} (default: config, else auto)."),
-    source: Path | None = typer.Option(None, "--source", help="A llama.cpp source tree of your own "
-                                       "(e.g. ik_llama.cpp, rk-llama.cpp) instead of the pinned one."),
+    preset: str | None = typer.Option(
+        None, "--preset", "-p", help=f"auto, {', '.join(PRESETS)} (default: config, else auto)."
+    ),
+    source: Path | None = typer.Option(
+        None,
+        "--source",
+        help="A llama.cpp source tree of your own "
+        "(e.g. ik_llama.cpp, rk-llama.cpp) instead of the pinned one.",
+    ),
     cmake_arg: list[str] = typer.Option([], "--cmake-arg", help="Extra -D flag; repeatable."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Parallel compile jobs."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the cache has this build."),
@@ -40,13 +45,26 @@ def runtime_build(
     bad = [a for a in extra if not a.startswith("-D")]
     if bad:
         raise ConfigError(f"--cmake-arg {bad[0]!r}: must be a -DNAME=VALUE cache entry")
-    with Progress(TextColumn("[bold]llama.cpp[/bold] " + p.name), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=err_console,
-                  transient=json_) as bar:
+    with Progress(
+        TextColumn("[bold]llama.cpp[/bold] " + p.name),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=json_,
+    ) as bar:
         task = bar.add_task("", total=100)
-        info = build(builds_dir=cfg.builds_dir, cache_dir=cfg.cache_dir, preset=p, source=src,
-                     extra_args=extra, jobs=jobs or cfg.llama_cpp.jobs, force=force,
-                     on_progress=lambda pct, what: bar.update(task, completed=pct, description=what[-60:]))
+        info = build(
+            builds_dir=cfg.builds_dir,
+            cache_dir=cfg.cache_dir,
+            preset=p,
+            source=src,
+            extra_args=extra,
+            jobs=jobs or cfg.llama_cpp.jobs,
+            force=force,
+            on_progress=lambda pct, what: bar.update(task, completed=pct, description=what[-60:]),
+        )
         bar.update(task, completed=100, description="done")
     runtime = probe_runtime(Path(info.bin_dir), "cache", info) if info.arch == host_arch() else None
     if json_:

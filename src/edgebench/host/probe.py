@@ -360,7 +360,7 @@ def _fingerprint(
         "cpu_model": cpu_model,
         "arch": arch,
         "board": board,
-        "clusters": [], "t": ram_total_mib,
+        "clusters": [c.model_dump() for c in clusters],
         "ram_gib": math.ceil(ram_total_mib / 1024),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -54,9 +54,17 @@ def smoke(store: Store, runtime: Runtime, host: HostInfo, model: ModelInfo) -> l
             continue
         o = run_bench(runtime, model.path, cfg, test, timeout_s=300)
         r = o.runs[0] if o.runs else None
-        res = SmokeResult(model=model.name, test=test.name, status=o.status.value, detail=o.detail,
-                          mean_ts=r.avg_ts if r else None, sd_ts=r.stddev_ts if r else None,
-                          samples_ts=r.samples_ts if r else [], peak_rss_mib=o.peak_rss_mib, config=cfg)
+        res = SmokeResult(
+            model=model.name,
+            test=test.name,
+            status=o.status.value,
+            detail=o.detail,
+            mean_ts=r.avg_ts if r else None,
+            sd_ts=r.stddev_ts if r else None,
+            samples_ts=r.samples_ts if r else [],
+            peak_rss_mib=o.peak_rss_mib,
+            config=cfg,
+        )
         store.put(STAGE, prov, params, res, status=res.status)
         out.append(res)
     return out

@@ -79,6 +79,12 @@ class ModelInfo(BaseModel):
     chat_template: bool
     tool_template: bool
     tensor_bytes: dict[str, int]
+    # Byte groups for "weights read per generated token" (roofline): the embedding table is only
+    # gathered one row per token unless it doubles as the output matrix (tied, no output.weight);
+    # routed-expert tensors are read n_expert_used / n_expert at a time.
+    embd_bytes: int = 0
+    output_tied: bool = False
+    expert_bytes: int = 0
     metadata: dict[str, Scalar]
 
 
@@ -465,6 +471,9 @@ def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
         by_type[t.ggml_type] += t.n_bytes
     tensor_bytes = dict(by_type.most_common())
     params = sum(t.n_elements for t in header.tensors)
+    embd_bytes = sum(t.n_bytes for t in header.tensors if t.name == "token_embd.weight")
+    output_tied = not any(t.name == "output.weight" for t in header.tensors)
+    expert_bytes = sum(t.n_bytes for t in header.tensors if "_exps." in t.name)
 
     templates = _templates(kv)
     name = kv.get(gguf.Keys.General.NAME)
@@ -493,6 +502,9 @@ def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
         chat_template=bool(templates),
         tool_template=any("tools" in t or "tool_call" in t for t in templates),
         tensor_bytes=tensor_bytes,
+        embd_bytes=embd_bytes,
+        output_tied=output_tied,
+        expert_bytes=expert_bytes,
         metadata={
             k: v
             for k, v in kv.items()

@@ -27,14 +27,16 @@ def add_model(store: Store, path: Path, name: str | None = None) -> ModelInfo:
         info = ModelInfo.model_validate(cached)
         if name and name != info.name:
             info = info.model_copy(update={"name": name})
-            store.put_model(str(path), st.st_size, st.st_mtime_ns, info.sha256, info.name,
-                            info.model_dump(mode="json"))
+            store.put_model(
+                str(path), st.st_size, st.st_mtime_ns, info.sha256, info.name, info.model_dump(mode="json")
+            )
         return info
     info = read_model_info(path)
     if name:
         info = info.model_copy(update={"name": name})
-    store.put_model(str(path), st.st_size, st.st_mtime_ns, info.sha256, info.name,
-                    info.model_dump(mode="json"))
+    store.put_model(
+        str(path), st.st_size, st.st_mtime_ns, info.sha256, info.name, info.model_dump(mode="json")
+    )
     return info
 
 

@@ -63,22 +63,37 @@ def parse_bench_json(text: str) -> list[BenchRun]:
         raise ValueError("llama-bench JSON is not a list")
     runs = []
     for row in data:
-        runs.append(BenchRun(
-            test=_test_name(int(row["n_prompt"]), int(row["n_gen"]), int(row.get("n_depth", 0))),
-            n_prompt=int(row["n_prompt"]), n_gen=int(row["n_gen"]), n_depth=int(row.get("n_depth", 0)),
-            avg_ts=float(row["avg_ts"]), stddev_ts=float(row["stddev_ts"]),
-            samples_ts=[float(x) for x in row.get("samples_ts", [])],
-            model_type=str(row.get("model_type", "")), model_size=int(row.get("model_size", 0)),
-            model_n_params=int(row.get("model_n_params", 0)),
-            build_commit=str(row.get("build_commit", "")), build_number=int(row.get("build_number", 0)),
-            cpu_info=str(row.get("cpu_info", "")), backends=str(row.get("backends", "")),
-            raw=row,
-        ))
+        runs.append(
+            BenchRun(
+                test=_test_name(int(row["n_prompt"]), int(row["n_gen"]), int(row.get("n_depth", 0))),
+                n_prompt=int(row["n_prompt"]),
+                n_gen=int(row["n_gen"]),
+                n_depth=int(row.get("n_depth", 0)),
+                avg_ts=float(row["avg_ts"]),
+                stddev_ts=float(row["stddev_ts"]),
+                samples_ts=[float(x) for x in row.get("samples_ts", [])],
+                model_type=str(row.get("model_type", "")),
+                model_size=int(row.get("model_size", 0)),
+                model_n_params=int(row.get("model_n_params", 0)),
+                build_commit=str(row.get("build_commit", "")),
+                build_number=int(row.get("build_number", 0)),
+                cpu_info=str(row.get("cpu_info", "")),
+                backends=str(row.get("backends", "")),
+                raw=row,
+            )
+        )
     return runs
 
 
-def run_bench(runtime: Runtime, model_path: str, cfg: RuntimeConfig, test: BenchTest, *,
-              timeout_s: float = 600, rss_limit_mib: float | None = None) -> BenchOutcome:
+def run_bench(
+    runtime: Runtime,
+    model_path: str,
+    cfg: RuntimeConfig,
+    test: BenchTest,
+    *,
+    timeout_s: float = 600,
+    rss_limit_mib: float | None = None,
+) -> BenchOutcome:
     """Run one llama-bench test in its own process; never raises for what llama-bench does."""
     argv = bench_argv(runtime.binary("llama-bench"), model_path, cfg, test, runtime.dialect)
     res = proc.run(argv, timeout_s=timeout_s, rss_limit_mib=rss_limit_mib)
@@ -90,5 +105,11 @@ def run_bench(runtime: Runtime, model_path: str, cfg: RuntimeConfig, test: Bench
             status, detail = proc.ExitCause.FAILED, f"unreadable llama-bench JSON: {exc}"
         if status is proc.ExitCause.OK and not runs:
             status, detail = proc.ExitCause.FAILED, "llama-bench printed no results"
-    return BenchOutcome(argv=argv, status=status, detail=detail, runs=runs,
-                        peak_rss_mib=round(res.peak_rss_mib, 1), wall_s=round(res.wall_s, 3))
+    return BenchOutcome(
+        argv=argv,
+        status=status,
+        detail=detail,
+        runs=runs,
+        peak_rss_mib=round(res.peak_rss_mib, 1),
+        wall_s=round(res.wall_s, 3),
+    )

@@ -7,6 +7,8 @@ from PyPI (never from a git host at run time) and checked against its sha256. A 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,23 +77,39 @@ def fetch_pinned_source(cache_dir: Path) -> Path:
     if not sdist.is_file():
         sdist_dir.mkdir(parents=True, exist_ok=True)
         # pip prepares the sdist's metadata in an isolated env (scikit-build-core, from PyPI too).
-        res = proc.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(sdist_dir),
-                        f"llama-cpp-python=={PINNED_VERSION}"], timeout_s=900)
+        res = proc.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(sdist_dir),
+                f"llama-cpp-python=={PINNED_VERSION}",
+            ],
+            timeout_s=900,
+        )
         if not sdist.is_file():
-            raise BuildError(f"llama.cpp source: pip could not fetch llama-cpp-python=={PINNED_VERSION}"
-                             f" from the package index: {res.detail}")
+            raise BuildError(
+                f"llama.cpp source: pip could not fetch llama-cpp-python=={PINNED_VERSION}"
+                f" from the package index: {res.detail}"
+            )
     digest = _sha256(sdist)
     if digest != PINNED_SDIST_SHA256:
         sdist.unlink()
-        raise BuildError(f"llama.cpp source {sdist.name}: sha256 {digest[:12]}… does not match the "
-                         f"pinned {PINNED_SDIST_SHA256[:12]}… (deleted; run again to re-fetch)")
+        raise BuildError(
+            f"llama.cpp source {sdist.name}: sha256 {digest[:12]}… does not match the "
+            f"pinned {PINNED_SDIST_SHA256[:12]}… (deleted; run again to re-fetch)"
+        )
     tmp = dest.with_name(dest.name + ".partial")
     with tarfile.open(sdist) as tar:
         prefix = f"llama_cpp_python-{PINNED_VERSION}/"
         members = [m for m in tar.getmembers() if m.name.startswith(prefix + "vendor/llama.cpp/")]
         for m in members:
-            m.name = m.name[len(prefix):]
+            m.name = m.name[len(prefix) :]
         tar.extractall(tmp, members=members, filter="data")
     tmp.rename(dest)
     return tree
@@ -109,15 +127,30 @@ def source_id(source: Path | None) -> tuple[str, str]:
     """(description, id) of a source tree; the id goes into the cache key."""
     if source is None:
         return f"llama-cpp-python=={PINNED_VERSION}", f"lcp-{PINNED_VERSION}"
-    res = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode == 0 and res.stdout.strip():
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, check=False).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "-uno"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         return str(source), f"{source.name}-{res.stdout.strip()}" + ("-dirty" if dirty else "")
     # Not a git checkout: the newest mtime under the main dirs stands in for a version.
-    newest = max((p.stat().st_mtime for d in ("src", "ggml", "common", "tools")
-                  for p in (source / d).rglob("*") if p.is_file()), default=0.0)
+    newest = max(
+        (
+            p.stat().st_mtime
+            for d in ("src", "ggml", "common", "tools")
+            for p in (source / d).rglob("*")
+            if p.is_file()
+        ),
+        default=0.0,
+    )
     h = hashlib.sha256(f"{source.resolve()}:{newest}".encode()).hexdigest()[:12]
     return str(source), f"{source.name}-{h}"
 
@@ -139,8 +172,7 @@ def build_key(src_id: str, preset: Preset, args: list[str]) -> str:
     return f"{src_id}-{preset.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def build_dir_for(builds_dir: Path, source: Path | None, preset: Preset,
-                  extra_args: list[str]) -> Path:
+def build_dir_for(builds_dir: Path, source: Path | None, preset: Preset, extra_args: list[str]) -> Path:
     _, sid = source_id(source)
     return builds_dir / build_key(sid, preset, _cmake_args(preset, extra_args, sid))
 
@@ -155,9 +187,17 @@ def cached_builds(builds_dir: Path) -> list[BuildInfo]:
     return out
 
 
-def build(*, builds_dir: Path, cache_dir: Path, preset: Preset, source: Path | None = None,
-          extra_args: list[str] | None = None, jobs: int | None = None, force: bool = False,
-          on_progress: Callable[[int, str], None] | None = None) -> BuildInfo:
+def build(
+    *,
+    builds_dir: Path,
+    cache_dir: Path,
+    preset: Preset,
+    source: Path | None = None,
+    extra_args: list[str] | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    on_progress: Callable[[int, str], None] | None = None,
+) -> BuildInfo:
     """Configure and build the targets; reuse the cache entry when its key already exists."""
     extra = list(extra_args or [])
     if source is not None and not (source / "CMakeLists.txt").is_file():
@@ -169,7 +209,60 @@ def build(*, builds_dir: Path, cache_dir: Path, preset: Preset, source: Path | N
     info_file = out / "build-info.json"
     if info_file.is_file() and not force:
         return BuildInfo.model_validate_json(info_file.read_text())
-    tree = source if source is not None else fetch_pinned_source(cache_dir)
+    with _exclusive(builds_dir / f"{key}.lock", on_progress):
+        # Another process may have finished this very build while we waited for the lock.
+        if info_file.is_file() and not force:
+            return BuildInfo.model_validate_json(info_file.read_text())
+        return _build_locked(
+            key=key,
+            out=out,
+            desc=desc,
+            sid=sid,
+            args=args,
+            preset=preset,
+            source=source,
+            cache_dir=cache_dir,
+            jobs=jobs,
+            on_progress=on_progress,
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, on_progress: Callable[[int, str], None] | None) -> Iterator[None]:
+    """One build per cache entry at a time (two test sessions, or run + test, share the cache)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_progress:
+                on_progress(0, "waiting for another edgebench building the same llama.cpp")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_locked(
+    *,
+    key: str,
+    out: Path,
+    desc: str,
+    sid: str,
+    args: list[str],
+    preset: Preset,
+    source: Path | None,
+    cache_dir: Path,
+    jobs: int | None,
+    on_progress: Callable[[int, str], None] | None,
+) -> BuildInfo:
+    info_file = out / "build-info.json"
+    if source is not None:
+        tree = source
+    else:
+        with _exclusive(cache_dir / "src.lock", on_progress):
+            tree = fetch_pinned_source(cache_dir)
     work = out / "cmake"
     log = out / "build.log"
     out.mkdir(parents=True, exist_ok=True)
@@ -191,8 +284,17 @@ def build(*, builds_dir: Path, cache_dir: Path, preset: Preset, source: Path | N
         for argv in (configure, None):
             if argv is None:  # the build step: only targets this tree has
                 targets = _present_targets(work)
-                argv = ["cmake", "--build", str(work), "--config", "Release",
-                        "-j", str(jobs or os.cpu_count() or 2), "--target", *targets.values()]
+                argv = [
+                    "cmake",
+                    "--build",
+                    str(work),
+                    "--config",
+                    "Release",
+                    "-j",
+                    str(jobs or os.cpu_count() or 2),
+                    "--target",
+                    *targets.values(),
+                ]
             fh.write("$ " + " ".join(argv) + "\n")
             fh.flush()
 
@@ -203,8 +305,10 @@ def build(*, builds_dir: Path, cache_dir: Path, preset: Preset, source: Path | N
             res = proc.run(argv, env=env, on_line=_sink)
             if not res.ok:
                 tail = _error_tail(lines)
-                raise BuildError(f"llama.cpp build failed (preset {preset.name}, {res.detail}); "
-                                 f"last lines:\n{tail}\nfull log: {log}")
+                raise BuildError(
+                    f"llama.cpp build failed (preset {preset.name}, {res.detail}); "
+                    f"last lines:\n{tail}\nfull log: {log}"
+                )
     bin_dir = work / "bin"
     for logical, target in targets.items():
         # One name per tool whatever the tree calls it, so locate and flags never guess.
@@ -212,12 +316,22 @@ def build(*, builds_dir: Path, cache_dir: Path, preset: Preset, source: Path | N
             (bin_dir / logical).symlink_to(target)
     missing = [t for t in targets if not (bin_dir / t).is_file()]
     if missing:
-        raise BuildError(f"llama.cpp build (preset {preset.name}) finished without {', '.join(missing)};"
-                         f" full log: {log}")
-    info = BuildInfo(key=key, source=desc, source_id=sid, preset=preset.name, arch=preset.arch,
-                     cmake_args=args, targets=list(targets), bin_dir=str(bin_dir),
-                     built_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                     build_s=round(time.monotonic() - t0, 1), log=str(log))
+        raise BuildError(
+            f"llama.cpp build (preset {preset.name}) finished without {', '.join(missing)}; full log: {log}"
+        )
+    info = BuildInfo(
+        key=key,
+        source=desc,
+        source_id=sid,
+        preset=preset.name,
+        arch=preset.arch,
+        cmake_args=args,
+        targets=list(targets),
+        bin_dir=str(bin_dir),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_s=round(time.monotonic() - t0, 1),
+        log=str(log),
+    )
     info_file.write_text(info.model_dump_json(indent=2))
     return info
 
@@ -235,8 +349,10 @@ def _present_targets(work: Path) -> dict[str, str]:
                 found[logical] = name
                 break
     if "llama-bench" not in found or "llama-server" not in found:
-        raise BuildError(f"llama.cpp source has no llama-bench/llama-server targets (cmake said: "
-                         f"{res.detail}); is it a llama.cpp tree?")
+        raise BuildError(
+            f"llama.cpp source has no llama-bench/llama-server targets (cmake said: "
+            f"{res.detail}); is it a llama.cpp tree?"
+        )
     return found
 
 

@@ -185,15 +185,36 @@ def _common_kv(cfg: RuntimeConfig) -> list[str]:
     return ["-ctk", cfg.cache_type_k, "-ctv", cfg.cache_type_v]
 
 
-def bench_argv(binary: str, model: str, cfg: RuntimeConfig, test: BenchTest,
-               dialect: Dialect | None = None) -> list[str]:
+def bench_argv(
+    binary: str, model: str, cfg: RuntimeConfig, test: BenchTest, dialect: Dialect | None = None
+) -> list[str]:
     """llama-bench argv for exactly one test, JSON on stdout (one config per process)."""
     d = dialect or Dialect()
-    argv = [*_taskset_prefix(cfg), binary, "-m", model, "-o", "json",
-            "-p", str(test.n_prompt), "-n", str(test.n_gen), "-d", str(test.depth),
-            "-r", str(test.reps), "-t", str(cfg.threads),
-            "-b", str(cfg.batch), "-ub", str(cfg.ubatch), *_common_kv(cfg),
-            "-ngl", str(999 if cfg.ngl < 0 else cfg.ngl)]
+    argv = [
+        *_taskset_prefix(cfg),
+        binary,
+        "-m",
+        model,
+        "-o",
+        "json",
+        "-p",
+        str(test.n_prompt),
+        "-n",
+        str(test.n_gen),
+        "-d",
+        str(test.depth),
+        "-r",
+        str(test.reps),
+        "-t",
+        str(cfg.threads),
+        "-b",
+        str(cfg.batch),
+        "-ub",
+        str(cfg.ubatch),
+        *_common_kv(cfg),
+        "-ngl",
+        str(999 if cfg.ngl < 0 else cfg.ngl),
+    ]
     if d.bench_fa_words:
         argv += ["-fa", cfg.flash_attn]
     elif cfg.flash_attn != "auto":
@@ -210,16 +231,44 @@ def bench_argv(binary: str, model: str, cfg: RuntimeConfig, test: BenchTest,
     return argv + list(cfg.extra)
 
 
-def server_argv(binary: str, model: str, cfg: RuntimeConfig, *, host: str = "127.0.0.1",
-                port: int = 8080, dialect: Dialect | None = None,
-                verbose: bool = False) -> list[str]:
+def server_argv(
+    binary: str,
+    model: str,
+    cfg: RuntimeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    dialect: Dialect | None = None,
+    verbose: bool = False,
+) -> list[str]:
     """llama-server argv; `verbose` asks for the buffer-size lines the memory breakdown reads."""
     d = dialect or Dialect()
-    argv = [*_taskset_prefix(cfg), binary, "-m", model, "--host", host, "--port", str(port),
-            "-c", str(cfg.ctx), "-t", str(cfg.threads),
-            "-b", str(cfg.batch), "-ub", str(cfg.ubatch), *_common_kv(cfg),
-            "-fa", cfg.flash_attn, "-ngl", str(999 if cfg.ngl < 0 else cfg.ngl),
-            "-np", str(cfg.parallel), "--no-webui"]
+    argv = [
+        *_taskset_prefix(cfg),
+        binary,
+        "-m",
+        model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "-c",
+        str(cfg.ctx),
+        "-t",
+        str(cfg.threads),
+        "-b",
+        str(cfg.batch),
+        "-ub",
+        str(cfg.ubatch),
+        *_common_kv(cfg),
+        "-fa",
+        cfg.flash_attn,
+        "-ngl",
+        str(999 if cfg.ngl < 0 else cfg.ngl),
+        "-np",
+        str(cfg.parallel),
+        "--no-webui",
+    ]
     if cfg.threads_batch is not None:
         argv += ["-tb", str(cfg.threads_batch)]
     if cfg.cpus is not None and cfg.affinity == "mask":

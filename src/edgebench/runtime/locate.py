@@ -75,9 +75,13 @@ def locate(*, bin_dir: Path | None, builds_dir: Path, preset: str | None = None)
     on_path = shutil.which("llama-bench")
     if on_path and _has_required(Path(on_path).resolve().parent):
         return probe_runtime(Path(on_path).resolve().parent, "path")
-    builds = [b for b in cached_builds(builds_dir)
-              if b.arch == host_arch() and _has_required(Path(b.bin_dir))
-              and (preset is None or preset == "auto" or b.preset == preset)]
+    builds = [
+        b
+        for b in cached_builds(builds_dir)
+        if b.arch == host_arch()
+        and _has_required(Path(b.bin_dir))
+        and (preset is None or preset == "auto" or b.preset == preset)
+    ]
     if builds:
         newest = max(builds, key=lambda b: b.built_at)
         return probe_runtime(Path(newest.bin_dir), "cache", newest)
@@ -87,8 +91,9 @@ def locate(*, bin_dir: Path | None, builds_dir: Path, preset: str | None = None)
     )
 
 
-def probe_runtime(bin_dir: Path, found_via: Literal["config", "path", "cache"],
-                  info: BuildInfo | None = None) -> Runtime:
+def probe_runtime(
+    bin_dir: Path, found_via: Literal["config", "path", "cache"], info: BuildInfo | None = None
+) -> Runtime:
     binaries: dict[str, str] = {}
     for logical, names in TARGETS.items():
         for name in (logical, *names):
@@ -109,15 +114,24 @@ def probe_runtime(bin_dir: Path, found_via: Literal["config", "path", "cache"],
         number, commit = int(m.group(1)), m.group(2).strip()
     bench_help = proc.run([bench, "--help"], timeout_s=30)
     server_help = proc.run([server, "--help"], timeout_s=30)
-    dialect = Dialect.from_help(bench_help.stdout + bench_help.stderr,
-                                server_help.stdout + server_help.stderr)
+    dialect = Dialect.from_help(
+        bench_help.stdout + bench_help.stderr, server_help.stdout + server_help.stderr
+    )
     digest = hashlib.sha256(Path(bench).read_bytes()).hexdigest()[:10]
     return Runtime(
-        bin_dir=str(bin_dir), found_via=found_via, build_number=number, commit=commit,
-        compiler=b.group(1).strip() if b else "unknown", target=b.group(2).strip() if b else "unknown",
-        build_id=f"b{number}-{commit}-{digest}", backends=_backends(server), binaries=binaries,
-        missing=[t for t in TARGETS if t not in binaries], dialect=dialect,
-        preset=info.preset if info else None, cmake_args=info.cmake_args if info else [],
+        bin_dir=str(bin_dir),
+        found_via=found_via,
+        build_number=number,
+        commit=commit,
+        compiler=b.group(1).strip() if b else "unknown",
+        target=b.group(2).strip() if b else "unknown",
+        build_id=f"b{number}-{commit}-{digest}",
+        backends=_backends(server),
+        binaries=binaries,
+        missing=[t for t in TARGETS if t not in binaries],
+        dialect=dialect,
+        preset=info.preset if info else None,
+        cmake_args=info.cmake_args if info else [],
     )
 
 

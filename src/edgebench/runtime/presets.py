@@ -51,28 +51,57 @@ class Preset(BaseModel):
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset(name="x86-native", arch="x86_64", cmake_args=("-DGGML_NATIVE=ON",),
-               note="this x86-64 CPU's own instruction set (-march=native)"),
-        Preset(name="generic-arm64", arch="aarch64",
-               cmake_args=("-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8-a"),
-               note="any 64-bit Arm (no dotprod/fp16: portable, slower)"),
-        Preset(name="rk3588", arch="aarch64",
-               cmake_args=("-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8.2-a",
-                           "-DGGML_INTERNAL_DOTPROD=ON", "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON",
-                           "-DGGML_OPENMP=ON", "-DGGML_LLAMAFILE=OFF",
-                           f"-DCMAKE_C_FLAGS={_A76}", f"-DCMAKE_CXX_FLAGS={_A76}"),
-               note="Rockchip RK3588 (4×A76 + 4×A55): armv8.2-a, dotprod, fp16, OpenMP (seed 000)"),
-        Preset(name="rpi5", arch="aarch64",
-               cmake_args=("-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16",
-                           "-DGGML_OPENMP=ON",
-                           "-DCMAKE_C_FLAGS=-mcpu=cortex-a76", "-DCMAKE_CXX_FLAGS=-mcpu=cortex-a76"),
-               note="Raspberry Pi 5 (4×Cortex-A76, BCM2712): the cores -DGGML_NATIVE=ON finds there"),
-        Preset(name="cuda", arch=platform.machine() or "x86_64",
-               cmake_args=("-DGGML_NATIVE=ON", "-DGGML_CUDA=ON"),
-               note="NVIDIA GPU via CUDA (needs nvcc)"),
-        Preset(name="vulkan", arch=platform.machine() or "x86_64",
-               cmake_args=("-DGGML_NATIVE=ON", "-DGGML_VULKAN=ON"),
-               note="any Vulkan GPU (needs the Vulkan SDK / glslc)"),
+        Preset(
+            name="x86-native",
+            arch="x86_64",
+            cmake_args=("-DGGML_NATIVE=ON",),
+            note="this x86-64 CPU's own instruction set (-march=native)",
+        ),
+        Preset(
+            name="generic-arm64",
+            arch="aarch64",
+            cmake_args=("-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8-a"),
+            note="any 64-bit Arm (no dotprod/fp16: portable, slower)",
+        ),
+        Preset(
+            name="rk3588",
+            arch="aarch64",
+            cmake_args=(
+                "-DGGML_NATIVE=OFF",
+                "-DGGML_CPU_ARM_ARCH=armv8.2-a",
+                "-DGGML_INTERNAL_DOTPROD=ON",
+                "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON",
+                "-DGGML_OPENMP=ON",
+                "-DGGML_LLAMAFILE=OFF",
+                f"-DCMAKE_C_FLAGS={_A76}",
+                f"-DCMAKE_CXX_FLAGS={_A76}",
+            ),
+            note="Rockchip RK3588 (4×A76 + 4×A55): armv8.2-a, dotprod, fp16, OpenMP (seed 000)",
+        ),
+        Preset(
+            name="rpi5",
+            arch="aarch64",
+            cmake_args=(
+                "-DGGML_NATIVE=OFF",
+                "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16",
+                "-DGGML_OPENMP=ON",
+                "-DCMAKE_C_FLAGS=-mcpu=cortex-a76",
+                "-DCMAKE_CXX_FLAGS=-mcpu=cortex-a76",
+            ),
+            note="Raspberry Pi 5 (4×Cortex-A76, BCM2712): the cores -DGGML_NATIVE=ON finds there",
+        ),
+        Preset(
+            name="cuda",
+            arch=platform.machine() or "x86_64",
+            cmake_args=("-DGGML_NATIVE=ON", "-DGGML_CUDA=ON"),
+            note="NVIDIA GPU via CUDA (needs nvcc)",
+        ),
+        Preset(
+            name="vulkan",
+            arch=platform.machine() or "x86_64",
+            cmake_args=("-DGGML_NATIVE=ON", "-DGGML_VULKAN=ON"),
+            note="any Vulkan GPU (needs the Vulkan SDK / glslc)",
+        ),
     )
 }
 
@@ -101,9 +130,7 @@ def cross_cmake_args(arch: str) -> list[str]:
         raise ConfigError(f"preset arch {arch}: no cross toolchain known for it")
     gcc, gxx = "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"
     if not (shutil.which(gcc) and shutil.which(gxx)):
-        raise ConfigError(
-            f"cross-compiling for {arch} needs {gxx}: apt-get install g++-aarch64-linux-gnu"
-        )
+        raise ConfigError(f"cross-compiling for {arch} needs {gxx}: apt-get install g++-aarch64-linux-gnu")
     return [
         "-DCMAKE_SYSTEM_NAME=Linux",
         "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
@@ -125,9 +152,7 @@ def resolve_preset(name: str, sysroot: Path = Path("/"), arch: str | None = None
     """`auto` picks from the host: RK3588 / Pi 5 by device tree, else the architecture's default."""
     if name != "auto":
         if name not in PRESETS:
-            raise ConfigError(
-                f"unknown build preset {name!r}; one of auto, {', '.join(PRESETS)}"
-            )
+            raise ConfigError(f"unknown build preset {name!r}; one of auto, {', '.join(PRESETS)}")
         return PRESETS[name]
     arch = arch or host_arch()
     if arch == "aarch64":

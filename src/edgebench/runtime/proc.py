@@ -78,8 +78,14 @@ _OOM_TEXT = re.compile(
 )
 
 
-def classify_exit(returncode: int | None, stderr: str, *, timed_out: bool = False,
-                  rss_killed: bool = False, oom_hint: bool = False) -> tuple[ExitCause, str]:
+def classify_exit(
+    returncode: int | None,
+    stderr: str,
+    *,
+    timed_out: bool = False,
+    rss_killed: bool = False,
+    oom_hint: bool = False,
+) -> tuple[ExitCause, str]:
     """Map an exit status plus stderr to a cause and a one-line detail."""
     if rss_killed:
         return ExitCause.RSS_LIMIT, "killed by edgebench: resident memory exceeded the budget"
@@ -135,8 +141,9 @@ def _kernel_oom_seen() -> bool:
 class RssSampler:
     """Samples the summed RSS of a process and its children in a background thread."""
 
-    def __init__(self, pid: int, *, limit_mib: float | None = None,
-                 on_limit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, pid: int, *, limit_mib: float | None = None, on_limit: Callable[[], None] | None = None
+    ) -> None:
         self.pid = pid
         self.peak_mib = 0.0
         self.limit_hit = False
@@ -179,20 +186,30 @@ class RssSampler:
             self._stop.wait(SAMPLE_INTERVAL_S)
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-          stdout: int | None = subprocess.PIPE, stderr: int | None = subprocess.PIPE,
-          log_file: Path | None = None) -> subprocess.Popen[str]:
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+    log_file: Path | None = None,
+) -> subprocess.Popen[str]:
     """Start a process in its own session (process group), so a kill reaches all of it."""
     full_env = {**os.environ, **(env or {})}
-    out_target: int | None | object = stdout
+    out_target: int | object | None = stdout
     handle = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handle = log_file.open("w")
         out_target = handle
     try:
-        return subprocess.Popen(  # noqa: S603 — argv is built by runtime/flags.py, never a shell string
-            list(argv), env=full_env, cwd=cwd, text=True, errors="replace",
+        return subprocess.Popen(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            text=True,
+            errors="replace",
             stdout=out_target,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT if log_file is not None else stderr,
             start_new_session=True,
@@ -222,9 +239,16 @@ def kill_group(proc: subprocess.Popen[str], grace_s: float = TERM_GRACE_S) -> No
         proc.wait(timeout=grace_s)
 
 
-def run(argv: Sequence[str], *, timeout_s: float | None = None, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, rss_limit_mib: float | None = None,
-        log_file: Path | None = None, on_line: Callable[[str], None] | None = None) -> ProcResult:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    rss_limit_mib: float | None = None,
+    log_file: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> ProcResult:
     """Run to completion; never raises for what the child does, only when it cannot start.
 
     `on_line` receives each output line as it arrives (cmake progress); with it, stderr is merged
@@ -246,6 +270,7 @@ def run(argv: Sequence[str], *, timeout_s: float | None = None, env: Mapping[str
     log = log_file.open("w") if log_file is not None else None
     try:
         if merged:
+
             def _expire() -> None:
                 limit_state["timeout"] = True
                 kill_group(proc)
@@ -285,7 +310,14 @@ def run(argv: Sequence[str], *, timeout_s: float | None = None, env: Mapping[str
                 pipe.close()
     stdout = "".join(out_chunks)
     stderr = stdout if merged else err_text
-    cause, detail = classify_exit(proc.returncode, stderr, timed_out=timed_out,
-                                  rss_killed=limit_state["hit"])
-    return ProcResult(argv=list(argv), returncode=proc.returncode, cause=cause, detail=detail,
-                      stdout=stdout, stderr=err_text, wall_s=time.monotonic() - t0, peak_rss_mib=peak)
+    cause, detail = classify_exit(proc.returncode, stderr, timed_out=timed_out, rss_killed=limit_state["hit"])
+    return ProcResult(
+        argv=list(argv),
+        returncode=proc.returncode,
+        cause=cause,
+        detail=detail,
+        stdout=stdout,
+        stderr=err_text,
+        wall_s=time.monotonic() - t0,
+        peak_rss_mib=peak,
+    )

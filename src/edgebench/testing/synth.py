@@ -82,10 +82,10 @@ def write_tiny_llama(
     path: Path,
     *,
     n_layer: int = 2,
-    n_embd: int = 64,
+    n_embd: int = 128,  # head dim 32: quantized KV (q8_0/q4_0 blocks of 32) needs it
     n_head: int = 4,
     n_head_kv: int | Sequence[int] = 2,
-    n_ff: int = 128,
+    n_ff: int = 256,
     ctx_train: int = 2048,
     ftype: FType = "f32",
     seed: int = 0,

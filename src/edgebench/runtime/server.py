@@ -1,0 +1,132 @@
+"""llama-server lifecycle: start with a RuntimeConfig, wait for /health, sample RSS, stop cleanly.
+
+`/health` answers 503 while the model loads, so startup time is the time until it answers 200;
+`poll()` is checked on every wait so a crash is reported as a crash, not as a timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from edgebench.runtime import proc
+from edgebench.runtime.flags import RuntimeConfig, server_argv
+from edgebench.runtime.locate import Runtime
+
+__all__ = ["ServerFailed", "ServerProcess", "free_port"]
+
+
+class ServerFailed(Exception):
+    """The server exited or never became ready; `cause` classifies it like any other run."""
+
+    def __init__(self, cause: proc.ExitCause, detail: str, log_tail: str) -> None:
+        super().__init__(f"llama-server {cause.value}: {detail}")
+        self.cause = cause
+        self.detail = detail
+        self.log_tail = log_tail
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`with ServerProcess(rt, model, cfg, log) as srv: srv.client.post(...)`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        model_path: str,
+        cfg: RuntimeConfig,
+        log_file: Path,
+        *,
+        ready_timeout_s: float = 300,
+        rss_limit_mib: float | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.argv = server_argv(
+            runtime.binary("llama-server"),
+            model_path,
+            cfg,
+            port=self.port,
+            dialect=runtime.dialect,
+            verbose=verbose,
+        )
+        self.log_file = log_file
+        self.ready_timeout_s = ready_timeout_s
+        self.rss_limit_mib = rss_limit_mib
+        self.startup_s: float | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._sampler: proc.RssSampler | None = None
+        self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600, connect=5))
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return self._sampler.peak_mib if self._sampler else 0.0
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self) -> ServerProcess:
+        self._proc = proc.spawn(self.argv, log_file=self.log_file)
+        p = self._proc
+        self._sampler = proc.RssSampler(
+            p.pid, limit_mib=self.rss_limit_mib, on_limit=lambda: proc.kill_group(p, grace_s=1)
+        ).start()
+        t0 = time.monotonic()
+        while True:
+            if p.poll() is not None:
+                self._fail(timed_out=False)
+            try:
+                if self.client.get("/health", timeout=2).status_code == 200:
+                    self.startup_s = time.monotonic() - t0
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - t0 > self.ready_timeout_s:
+                self._fail(timed_out=True)
+            time.sleep(0.1)
+
+    def _fail(self, *, timed_out: bool) -> None:
+        p = self._proc
+        if p is not None and p.poll() is None:
+            proc.kill_group(p)
+        log = self.log_text()
+        rss_hit = bool(self._sampler and self._sampler.limit_hit)
+        cause, detail = proc.classify_exit(
+            p.returncode if p else None, log, timed_out=timed_out, rss_killed=rss_hit
+        )
+        self.stop()
+        raise ServerFailed(cause, detail, "\n".join(log.splitlines()[-20:]))
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM (llama-server prints its memory breakdown on exit), SIGKILL if it lingers."""
+        if self._proc is not None:
+            proc.kill_group(self._proc, grace_s=10)
+        if self._sampler is not None:
+            self._sampler.stop()
+        self.client.close()
+        return self._proc.returncode if self._proc else None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,69 @@
+"""Uncertainty for every number we print: mean ± sd, Student-t CIs, Wilson intervals, drift.
+
+Repetitions of a benchmark are few (3-10), so the CI of a mean uses Student's t, not 1.96.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy import stats as sps
+
+__all__ = ["Summary", "monotonic_drift", "summarize", "wilson"]
+
+
+class Summary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    mean: float
+    sd: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def rel_half_width(self) -> float:
+        """CI half-width as a fraction of the mean (inf when it cannot be known)."""
+        return self.half_width / abs(self.mean) if self.mean else math.inf
+
+
+def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean, sample sd and the t-interval of the mean. One sample: an infinitely wide CI."""
+    x = np.asarray(samples, dtype=float)
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("no samples")
+    mean = float(x.mean())
+    if n == 1:
+        return Summary(n=1, mean=mean, sd=0.0, ci_low=-math.inf, ci_high=math.inf)
+    sd = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Summary(n=n, mean=mean, sd=sd, ci_low=mean - half, ci_high=mean + half)
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (well-behaved at 0/n and n/n, unlike Wald)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def monotonic_drift(samples: Sequence[float], min_n: int = 4, min_total: float = 0.03) -> bool:
+    """True when repetitions fall every time and by ≥ `min_total` overall: throttling, not noise."""
+    if len(samples) < min_n:
+        return False
+    falling = all(b < a for a, b in itertools.pairwise(samples))
+    return falling and samples[0] > 0 and (samples[0] - samples[-1]) / samples[0] >= min_total
