@@ -11,12 +11,14 @@ from edgebench.cli import _doctor as _doctor
 from edgebench.cli import _models as _models
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
+from edgebench.cli import _sweep as _sweep
 from edgebench.cli._common import app, err_console
 from edgebench.errors import EdgebenchError
 
 __all__ = ["app", "main"]
 
 _doctor.register(app)
+_sweep.register(app)
 _run.register(app)
 app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -11,7 +12,16 @@ from edgebench.runtime import proc
 from edgebench.runtime.flags import BenchTest, RuntimeConfig, bench_argv
 from edgebench.runtime.locate import Runtime
 
-__all__ = ["BenchOutcome", "BenchRun", "parse_bench_json", "run_bench"]
+__all__ = ["BenchOutcome", "BenchRun", "diagnose_failure", "parse_bench_json", "run_bench"]
+
+# llama-bench only says "failed to create context"; with -v the line before it says why
+# ("quantized V cache requires flash_attn to be enabled", "K cache type q8_0 ... does not divide").
+_WHY = re.compile(
+    r"^(llama_init_from_model|llama_context|llama_model_load|llama_kv_cache\w*|"
+    r"ggml_\w+|gguf_\w+): (.*(requires|does not|not supported|failed|error|invalid|"
+    r"too (large|big|small)|cannot|unable).*)$",
+    re.IGNORECASE,
+)
 
 
 class BenchRun(BaseModel):
@@ -113,3 +123,22 @@ def run_bench(
         peak_rss_mib=round(res.peak_rss_mib, 1),
         wall_s=round(res.wall_s, 3),
     )
+
+
+def diagnose_failure(
+    runtime: Runtime, model_path: str, cfg: RuntimeConfig, test: BenchTest, *, timeout_s: float = 120
+) -> str | None:
+    """Re-run a failed config once with -v and return llama.cpp's own reason line, if it gave one."""
+    verbose = cfg.model_copy(update={"extra": (*cfg.extra, "-v")})
+    quick = test.model_copy(update={"reps": 1, "warmup": False})
+    res = proc.run(
+        bench_argv(runtime.binary("llama-bench"), model_path, verbose, quick, runtime.dialect),
+        timeout_s=timeout_s,
+    )
+    if res.ok:
+        return None
+    for line in reversed(res.stderr.splitlines()):
+        m = _WHY.match(line.strip())
+        if m:
+            return f"{m.group(1)}: {m.group(2)}"[:240]
+    return None

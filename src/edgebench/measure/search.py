@@ -1,0 +1,163 @@
+"""Which points of the space to measure: the full grid, or an adaptive coordinate descent.
+
+Adaptive search runs one descent per test kind, over the dimensions that can change that test:
+ubatch only moves prefill (decode goes one token at a time), so tg never sweeps it. Each
+descent tries every value of one dimension with the others held, moves only when the candidate
+is better beyond noise (its CI above the incumbent's mean), and repeats the pass while it moved.
+Extra depths are then measured for the winners only (the depth curve).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from edgebench.measure.space import Point, SweepSpace
+from edgebench.measure.throughput import PointMeasurer, ThroughputResult
+from edgebench.runtime.flags import BenchTest
+
+__all__ = ["Best", "SweepOutcome", "best_of", "plan_size", "run_search"]
+
+Search = Literal["adaptive", "grid"]
+_DIMS_PP = ("threads", "fa", "kv", "ubatch", "cpus")
+_DIMS_TG = ("threads", "fa", "kv", "cpus")
+MAX_PASSES = 3
+
+
+class Best(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    result: ThroughputResult
+    tied_with: list[str]  # labels of configs whose CI overlaps the winner's (ties are declared)
+
+
+class SweepOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    search: Search
+    results: list[ThroughputResult]
+    best_pp: Best | None
+    best_tg: Best | None
+    grid_size: int  # points × tests the full grid would measure
+    measured: int  # points × tests this search visited
+
+    @property
+    def best_threads_pp(self) -> int | None:
+        return self.best_pp.result.config.threads if self.best_pp else None
+
+    @property
+    def best_threads_tg(self) -> int | None:
+        return self.best_tg.result.config.threads if self.best_tg else None
+
+
+def _beats(c: ThroughputResult, inc: ThroughputResult | None) -> bool:
+    if not c.ok or c.mean_ts is None:
+        return False
+    if inc is None or not inc.ok or inc.mean_ts is None:
+        return True
+    # Move only when clearly better: the candidate's lower CI bound above the incumbent's mean.
+    lo = c.ci_low if c.ci_low is not None else c.mean_ts
+    return lo > inc.mean_ts
+
+
+def best_of(results: list[ThroughputResult], kind: str, depth: int) -> Best | None:
+    pool = [r for r in results if r.kind == kind and r.depth == depth and r.ok and r.mean_ts is not None]
+    if not pool:
+        return None
+    win = max(pool, key=lambda r: r.mean_ts or 0.0)
+    lo = win.ci_low if win.ci_low is not None else win.mean_ts or 0.0
+    tied = [r.config.label() for r in pool if r is not win and r.ci_high is not None and r.ci_high >= lo]
+    return Best(kind=kind, result=win, tied_with=tied)
+
+
+def _descend(
+    space: SweepSpace,
+    dims: tuple[str, ...],
+    start: Point,
+    test: BenchTest,
+    measure: Callable[[Point, BenchTest], ThroughputResult],
+) -> None:
+    values: dict[str, list[Any]] = {
+        "threads": space.threads,
+        "fa": space.fa,
+        "kv": space.kv,
+        "ubatch": space.ubatch,
+        "cpus": space.cpus,
+    }
+    best = start
+    best_res = measure(start, test)
+    for _ in range(MAX_PASSES):
+        moved = False
+        for dim in dims:
+            for v in values[dim]:
+                cand = best.model_copy(update={dim: v})
+                if cand == best or (cand.cpus.cpus is not None and cand.threads > len(cand.cpus.cpus)):
+                    continue
+                res = measure(cand, test)
+                if _beats(res, best_res):
+                    best, best_res, moved = cand, res, True
+        if not moved:
+            break
+
+
+def _start(space: SweepSpace) -> Point:
+    """Where users start: most threads that fit, f16 KV, flash attention on, default ubatch."""
+    cpus = space.cpus[0]
+    fitting = [t for t in space.threads if cpus.cpus is None or t <= len(cpus.cpus)] or space.threads
+    fa = "on" if "on" in space.fa else space.fa[0]
+    kv = "f16" if "f16" in space.kv else space.kv[0]
+    ub = 512 if 512 in space.ubatch else space.ubatch[-1]
+    return Point(threads=max(fitting), kv=kv, fa=fa, ubatch=ub, cpus=cpus)
+
+
+def plan_size(space: SweepSpace, search: Search) -> int:
+    """Runs the search will make at most (for the progress bar's ETA)."""
+    grid = space.size() * 2 * len(space.depth)
+    if search == "grid":
+        return grid
+    dims: list[list[object]] = [list(space.threads), list(space.fa), list(space.kv), list(space.cpus)]
+    per_pass = 1 + sum(len(v) - 1 for v in dims)
+    return min(grid, 2 * per_pass + len(space.ubatch) - 1 + 2 * (len(space.depth) - 1))
+
+
+def run_search(space: SweepSpace, measurer: PointMeasurer, search: Search) -> SweepOutcome:
+    seen: dict[tuple[Point, BenchTest], ThroughputResult] = {}
+
+    def measure(p: Point, t: BenchTest) -> ThroughputResult:
+        if (p, t) not in seen:
+            seen[(p, t)] = measurer.measure(p, t)
+        return seen[(p, t)]
+
+    d0 = space.depth[0]
+    pp0, tg0 = space.tests(d0)
+    if search == "grid":
+        for d in space.depth:
+            pp, tg = space.tests(d)
+            for p in space.points():
+                measure(p, pp)
+                measure(p, tg)
+    else:
+        start = _start(space)
+        _descend(space, _DIMS_TG, start, tg0, measure)
+        _descend(space, _DIMS_PP, start, pp0, measure)
+        results0 = list(seen.values())
+        for kind, test_of in (("pp", 0), ("tg", 1)):
+            b = best_of(results0, kind, d0)
+            if b is None:
+                continue
+            for d in space.depth[1:]:
+                measure(b.result.point, space.tests(d)[test_of])
+    results = list(seen.values())
+    return SweepOutcome(
+        model=measurer.model.name,
+        search=search,
+        results=results,
+        best_pp=best_of(results, "pp", d0),
+        best_tg=best_of(results, "tg", d0),
+        grid_size=space.size() * 2 * len(space.depth),
+        measured=len(results),
+    )

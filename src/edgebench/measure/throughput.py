@@ -1,0 +1,286 @@
+"""Throughput sweep: one llama-bench process per (config, test), adaptive repetitions, resumable.
+
+Each measured point is a `ThroughputResult` row in the store, committed as soon as it exists;
+a failed config (OOM, crash, hang, an unsupported combination) is a row too, and the sweep
+goes on. Re-running the same sweep finds the stored rows and skips them.
+
+Repetitions are adaptive: a first batch of reps, then as many more as Student's t says are needed
+for the 95 % CI half-width to fall under the target (default ±3 %), up to a cap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from scipy import stats as sps
+
+from edgebench.host.probe import HostInfo, probe_host
+from edgebench.measure.roofline import decode_bytes_per_token, decode_efficiency
+from edgebench.measure.space import Point
+from edgebench.models.gguf import ModelInfo
+from edgebench.runtime.bench import BenchRun, diagnose_failure, run_bench
+from edgebench.runtime.flags import BenchTest, RuntimeConfig
+from edgebench.runtime.locate import Runtime
+from edgebench.runtime.proc import ExitCause
+from edgebench.stats import monotonic_drift, summarize
+from edgebench.store import Provenance, Store, result_key
+
+__all__ = ["STAGE", "MeasureSettings", "PointMeasurer", "ThermalSnap", "ThroughputResult"]
+
+STAGE = "throughput"
+
+
+class ThermalSnap(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    governor: str | None
+    mean_mhz: float | None
+    max_temp_c: float | None
+
+
+def thermal_snapshot(root: Path = Path("/")) -> ThermalSnap:
+    h = probe_host(root)
+    mhz = sum(h.cur_khz.values()) / len(h.cur_khz) / 1000 if h.cur_khz else None
+    return ThermalSnap(governor=h.governor, mean_mhz=mhz, max_temp_c=h.max_temp_c)
+
+
+class ThroughputResult(BaseModel):
+    """One (model, config, test) measurement with its uncertainty and provenance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    model_sha256: str
+    point: Point
+    config: RuntimeConfig
+    test: str
+    kind: str  # "pp" | "tg"
+    n_prompt: int
+    n_gen: int
+    depth: int
+    status: str  # ok | oom-killed | crashed | timeout | bad-args | unsupported | rss-limit | failed
+    cause: str
+    samples_ts: list[float]
+    n: int
+    mean_ts: float | None
+    sd_ts: float | None
+    ci_low: float | None
+    ci_high: float | None
+    rel_ci: float | None
+    processes: int
+    peak_rss_mib: float
+    wall_s: float
+    bytes_per_token: float | None
+    bandwidth_gbs: float | None
+    efficiency: float | None
+    thermal_before: ThermalSnap
+    thermal_after: ThermalSnap
+    drift: bool  # tg fell at every repetition: throttling suspected
+    bench_row: dict[str, Any] | None  # llama-bench's own JSON row (all samples merged), for export
+    build_id: str
+    host_fingerprint: str
+    measured_at: str
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.mean_ts is not None
+
+
+class MeasureSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ci_target: float = 0.03
+    first_reps: int = 3
+    max_reps: int = 10
+    timeout_s: float = 600
+    rss_limit_mib: float | None = None
+
+
+def _more_reps_needed(samples: list[float], target: float, cap: int) -> int:
+    s = summarize(samples)
+    if s.n >= cap or (s.n > 1 and s.rel_half_width <= target):
+        return 0
+    if s.n < 2 or s.mean <= 0:
+        return min(2, cap - s.n)
+    # n such that t(n-1) * sd / sqrt(n) <= target * mean; t taken at the current n (a slight
+    # overestimate, which is the safe side).
+    t = float(sps.t.ppf(0.975, s.n - 1))
+    need = math.ceil((t * s.sd / (target * s.mean)) ** 2)
+    return max(1, min(need - s.n, cap - s.n))
+
+
+class PointMeasurer:
+    """Measures (or finds stored) points for one model on one runtime and host."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        host: HostInfo,
+        model: ModelInfo,
+        settings: MeasureSettings,
+        *,
+        sysroot: Path = Path("/"),
+        on_result: Callable[[ThroughputResult], None] | None = None,
+    ) -> None:
+        self.store, self.runtime, self.host, self.model = store, runtime, host, model
+        self.settings = settings
+        self.sysroot = sysroot
+        self.on_result = on_result
+        self.prov = Provenance(
+            build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=model.sha256
+        )
+        self.measured = 0  # fresh measurements this session (not resumed)
+
+    def params(self, point: Point, test: BenchTest) -> dict[str, Any]:
+        # The key is the full config and test; rep counts and CI targets are how, not what.
+        return {
+            "runtime": point.runtime().model_dump(mode="json"),
+            "test": {"n_prompt": test.n_prompt, "n_gen": test.n_gen, "depth": test.depth},
+            "cpuset": point.cpus.name,
+        }
+
+    def stored(self, point: Point, test: BenchTest) -> ThroughputResult | None:
+        key, _ = result_key(STAGE, self.prov, self.params(point, test))
+        row = self.store.get(key)
+        if row is None:
+            return None
+        return ThroughputResult.model_validate({**row.record, "resumed": True})
+
+    def measure(self, point: Point, test: BenchTest) -> ThroughputResult:
+        cached = self.stored(point, test)
+        if cached is not None:
+            if self.on_result:
+                self.on_result(cached)
+            return cached
+        res = self._run(point, test)
+        self.store.put(STAGE, self.prov, self.params(point, test), res, status=res.status)
+        self.measured += 1
+        if self.on_result:
+            self.on_result(res)
+        return res
+
+    def _run(self, point: Point, test: BenchTest) -> ThroughputResult:
+        cfg = point.runtime()
+        st = self.settings
+        before = thermal_snapshot(self.sysroot)
+        t0 = time.monotonic()
+        samples: list[float] = []
+        rows: list[BenchRun] = []
+        status, cause, peak, processes = ExitCause.OK.value, "ok", 0.0, 0
+        reps = st.first_reps
+        while reps > 0:
+            out = run_bench(
+                self.runtime,
+                self.model.path,
+                cfg,
+                test.model_copy(update={"reps": reps}),
+                timeout_s=st.timeout_s,
+                rss_limit_mib=st.rss_limit_mib,
+            )
+            processes += 1
+            peak = max(peak, out.peak_rss_mib)
+            if out.status is not ExitCause.OK:
+                status, cause = out.status.value, out.detail
+                if "failed to create context" in out.detail or out.status is ExitCause.FAILED:
+                    why = diagnose_failure(self.runtime, self.model.path, cfg, test)
+                    if why:
+                        status, cause = "unsupported", why
+                break
+            rows.extend(out.runs)
+            samples.extend(out.runs[0].samples_ts)
+            reps = _more_reps_needed(samples, st.ci_target, st.max_reps)
+        after = thermal_snapshot(self.sysroot)
+        return self._record(
+            point,
+            cfg,
+            test,
+            samples,
+            rows,
+            status,
+            cause,
+            peak,
+            processes,
+            time.monotonic() - t0,
+            before,
+            after,
+        )
+
+    def _record(
+        self,
+        point: Point,
+        cfg: RuntimeConfig,
+        test: BenchTest,
+        samples: list[float],
+        rows: list[BenchRun],
+        status: str,
+        cause: str,
+        peak: float,
+        processes: int,
+        wall: float,
+        before: ThermalSnap,
+        after: ThermalSnap,
+    ) -> ThroughputResult:
+        kind = "tg" if test.n_gen else "pp"
+        s = summarize(samples) if samples else None
+        bpt = eff = None
+        bw = self.host.bandwidth_gbs
+        if kind == "tg":
+            bpt = decode_bytes_per_token(
+                self.model, cfg.cache_type_k, cfg.cache_type_v, test.depth, test.n_gen
+            )
+            if s is not None and bw:
+                eff = decode_efficiency(s.mean, bpt, bw)
+        bench_row = None
+        if rows and s is not None:
+            bench_row = dict(rows[0].raw)
+            # One row over every process's repetitions, so export keeps llama-bench's own shape.
+            ns = [int(1e9 * (test.n_prompt + test.n_gen) / x) for x in samples if x > 0]
+            bench_row.update(
+                samples_ts=samples,
+                avg_ts=s.mean,
+                stddev_ts=s.sd,
+                samples_ns=ns,
+                avg_ns=int(sum(ns) / len(ns)) if ns else 0,
+            )
+        finite = s is not None and s.n > 1
+        return ThroughputResult(
+            model=self.model.name,
+            model_sha256=self.model.sha256,
+            point=point,
+            config=cfg,
+            test=test.name,
+            kind=kind,
+            n_prompt=test.n_prompt,
+            n_gen=test.n_gen,
+            depth=test.depth,
+            status=status,
+            cause=cause,
+            samples_ts=samples,
+            n=len(samples),
+            mean_ts=s.mean if s else None,
+            sd_ts=s.sd if s else None,
+            ci_low=s.ci_low if s and finite else None,
+            ci_high=s.ci_high if s and finite else None,
+            rel_ci=s.rel_half_width if s and finite else None,
+            processes=processes,
+            peak_rss_mib=round(peak, 1),
+            wall_s=round(wall, 2),
+            bytes_per_token=bpt,
+            bandwidth_gbs=bw,
+            efficiency=eff,
+            thermal_before=before,
+            thermal_after=after,
+            drift=kind == "tg" and monotonic_drift(samples),
+            bench_row=bench_row,
+            build_id=self.runtime.build_id,
+            host_fingerprint=self.host.fingerprint,
+            measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
