@@ -1,0 +1,148 @@
+"""Sweep logic without llama.cpp: space defaults per host class, adaptive reps, search moves, roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgebench.config import SweepConfig
+from edgebench.errors import ConfigError
+from edgebench.host.probe import probe_host
+from edgebench.measure.roofline import decode_bytes_per_token, decode_efficiency, kv_bytes_per_token
+from edgebench.measure.search import _beats
+from edgebench.measure.space import default_space, resolve_cpus
+from edgebench.measure.throughput import _more_reps_needed
+from edgebench.models.gguf import read_model_info
+from edgebench.testing.synth import write_tiny_llama
+from helpers import FIXTURES
+
+RK = probe_host(FIXTURES / "sysfs" / "rk3588")
+PI = probe_host(FIXTURES / "sysfs" / "rpi5")
+
+
+def test_rk3588_default_space() -> None:
+    s = default_space(RK, SweepConfig())
+    assert s.threads == [2, 4, 6]
+    assert [c.name for c in s.cpus] == ["big", "all"]
+    assert s.cpus[0].cpus == (4, 5, 6, 7)
+    # 6 threads pinned to 4 big cores is not a config anyone should run
+    assert not any(p.threads == 6 and p.cpus.name == "big" for p in s.points())
+    assert any(p.threads == 6 and p.cpus.name == "all" for p in s.points())
+
+
+def test_pi5_and_small_x86_defaults() -> None:
+    assert default_space(PI, SweepConfig()).threads == [2, 3, 4]
+    assert [c.name for c in default_space(PI, SweepConfig()).cpus] == ["all"]
+    two_core = RK.model_copy(
+        update={
+            "n_cpus": 2,
+            "compatible": [],
+            "board": None,
+            "little_cpus": [],
+            "big_cpus": [0, 1],
+            "clusters": [],
+        }
+    )
+    assert default_space(two_core, SweepConfig()).threads == [1, 2]
+
+
+def test_bad_sweep_values_are_clear() -> None:
+    with pytest.raises(ConfigError, match="--threads 16: this host has 8 CPUs"):
+        default_space(RK, SweepConfig(), threads=[2, 16])
+    with pytest.raises(ConfigError, match="--kv 'q3'"):
+        default_space(RK, SweepConfig(), kv=["q3"])
+    with pytest.raises(ConfigError, match="no little cores"):
+        resolve_cpus("little", PI)
+    with pytest.raises(ConfigError, match="cpus 0-3"):
+        resolve_cpus("4-7", PI)
+    assert resolve_cpus("little", RK).cpus == (0, 1, 2, 3)
+
+
+def test_adaptive_reps_stop_rule() -> None:
+    # tight samples: ±0.4 % after 3 reps → no more
+    assert _more_reps_needed([100.0, 100.5, 99.8], 0.03, 10) == 0
+    # noisy samples: asks for more, never past the cap
+    more = _more_reps_needed([100.0, 80.0, 120.0], 0.03, 10)
+    assert more == 7
+    assert _more_reps_needed([100.0, 80.0, 120.0] + [100.0] * 7, 0.03, 10) == 0
+    # moderately noisy: n* = ceil((t * sd / (0.03 * mean))^2) - n
+    more = _more_reps_needed([100.0, 97.0, 103.0], 0.03, 50)
+    assert more == 16  # t(0.975, 2) = 4.303, sd 3, target 3 → n* = ceil(4.303²) = 19, minus the 3 we have
+
+
+def test_search_moves_only_beyond_noise() -> None:
+    from edgebench.measure.throughput import ThroughputResult
+
+    base = dict(
+        model="m",
+        model_sha256="s",
+        test="tg32",
+        kind="tg",
+        n_prompt=0,
+        n_gen=32,
+        depth=0,
+        status="ok",
+        cause="ok",
+        samples_ts=[],
+        n=5,
+        sd_ts=1.0,
+        processes=1,
+        peak_rss_mib=1,
+        wall_s=1,
+        bytes_per_token=None,
+        bandwidth_gbs=None,
+        efficiency=None,
+        drift=False,
+        bench_row=None,
+        build_id="b",
+        host_fingerprint="h",
+        measured_at="t",
+        rel_ci=0.01,
+    )
+    point = default_space(PI, SweepConfig()).points().__next__()
+    snap = {"governor": None, "mean_mhz": None, "max_temp_c": None}
+
+    def r(mean: float, lo: float, hi: float, status: str = "ok") -> ThroughputResult:
+        return ThroughputResult.model_validate(
+            {
+                **base,
+                "point": point,
+                "config": point.runtime(),
+                "mean_ts": mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "status": status,
+                "thermal_before": snap,
+                "thermal_after": snap,
+            }
+        )
+
+    inc = r(50, 49, 51)
+    assert _beats(r(52, 50.5, 53.5), inc)  # lower bound above the incumbent's mean
+    assert not _beats(r(51, 49.5, 52.5), inc)  # within noise: stay
+    assert not _beats(r(99, 98, 100, status="oom-killed"), inc)
+    assert _beats(r(10, 9, 11), r(0, 0, 0, status="crashed"))
+
+
+def test_roofline_by_hand(tmp_path: Path) -> None:
+    m = read_model_info(write_tiny_llama(tmp_path / "t.gguf", n_layer=2, n_embd=128, n_head=4, n_head_kv=2))
+    # per layer: 2 kv heads × head dim 32 × (2 B K + 2 B V) = 256 B per position, 2 layers = 512 B
+    assert kv_bytes_per_token(m, "f16", "f16", 100) == pytest.approx(512 * 100)
+    # q8_0 K (34/32 B) + q4_0 V (18/32 B): 2 × 2 × 32 × (34 + 18) / 32 = 208 B per position
+    assert kv_bytes_per_token(m, "q8_0", "q4_0", 10) == pytest.approx(208 * 10)
+    weights = sum(m.tensor_bytes.values())
+    assert not m.output_tied  # the tiny llama has its own output.weight: embedding is a 1-row gather
+    expected_w = weights - m.embd_bytes + m.embd_bytes / m.n_vocab
+    # tg32 from depth 64: mean position 64 + 31/2 = 79.5
+    assert decode_bytes_per_token(m, "f16", "f16", 64, 32) == pytest.approx(expected_w + 512 * 79.5)
+    assert decode_efficiency(10.0, 2e9, 40.0) == pytest.approx(0.5)
+
+
+def test_roofline_caps_swa_layers(gemma_path: Path) -> None:
+    g = read_model_info(gemma_path)
+    # gemma-3-270m: 18 layers, 15 sliding (window 512), 1 KV head, head dim 256 → f16 1024 B/position/layer
+    assert kv_bytes_per_token(g, "f16", "f16", 4096) == pytest.approx((3 * 4096 + 15 * 512) * 1024)
+    assert kv_bytes_per_token(g, "f16", "f16", 100) == pytest.approx(18 * 100 * 1024)
+    assert g.output_tied  # no output.weight: the whole embedding table is read for the logits
+    assert decode_bytes_per_token(g, "f16", "f16", 0, 1) == pytest.approx(sum(g.tensor_bytes.values()))
