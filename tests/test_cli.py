@@ -130,16 +130,22 @@ def test_runtime_show_json(runtime: Runtime) -> None:
 
 @pytest.mark.llama
 def test_run_measures_and_resumes(runtime: Runtime, tiny_model: Path, tmp_path: Path) -> None:
-    (tmp_path / "edgebench.toml").write_text(f'[[models]]\npath = "{tiny_model}"\nname = "tiny"\n')
+    (tmp_path / "edgebench.toml").write_text(
+        f'[[models]]\npath = "{tiny_model}"\nname = "tiny"\n\n'
+        '[sweep]\nthreads = [1]\nkv = ["f16", "q8_0"]\nflash_attn = ["on"]\nn_prompt = 32\nn_gen = 16\n'
+    )
     r = edgebench("run", "--json", "--no-bandwidth", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["runtime"]["build_id"] == runtime.build_id
-    tests = {m["test"]: m for m in doc["measured"]}
-    assert set(tests) == {"pp128", "tg32"}
-    for m in tests.values():
-        assert m["status"] == "ok" and m["mean_ts"] > 0 and len(m["samples_ts"]) == 3
-        assert m["resumed"] is False
+    (sw,) = doc["sweeps"]
+    tests = {(x["test"], x["point"]["kv"]) for x in sw["results"]}
+    assert tests == {("pp32", "f16"), ("tg16", "f16"), ("pp32", "q8_0"), ("tg16", "q8_0")}
+    for x in sw["results"]:
+        assert x["status"] == "ok" and x["mean_ts"] > 0 and x["n"] >= 3
+        assert x["resumed"] is False
+    assert sw["server_check"]["status"] == "ok"
+    assert sw["recommended"]["threads"] == 1
     again = json.loads(edgebench("run", "--json", "--no-bandwidth", cwd=tmp_path).stdout)
-    assert all(m["resumed"] for m in again["measured"])
-    assert [m["mean_ts"] for m in again["measured"]] == [m["mean_ts"] for m in doc["measured"]]
+    assert all(x["resumed"] for x in again["sweeps"][0]["results"])
+    assert [x["mean_ts"] for x in again["sweeps"][0]["results"]] == [x["mean_ts"] for x in sw["results"]]

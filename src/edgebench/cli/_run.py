@@ -1,19 +1,20 @@
 """`edgebench run`: the whole pipeline, resuming what is stored.
 
-At this stage the pipeline is: set-up (llama.cpp present, models present) → doctor → a short
-llama-bench pass per model. Later stages (sweep, context, quality, rank, report) slot in here.
+Today: set-up (llama.cpp present, models present) → doctor → throughput sweep (adaptive, with
+the llama-server cross-check). Later stages (context, quality, rank, report) slot in here.
 """
 
 from __future__ import annotations
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from edgebench.cli._common import console, emit_json, err_console, state
 from edgebench.cli._render import render_host, render_model, render_runtime
+from edgebench.cli._sweep import render_outcome, settings_for, sweep_with_progress
 from edgebench.host.probe import probe_host
-from edgebench.measure.smoke import SmokeResult, smoke
+from edgebench.measure.space import default_space
+from edgebench.measure.sweep import recommended
 from edgebench.setup import ensure_models, ensure_runtime
 
 __all__ = ["register"]
@@ -47,29 +48,39 @@ def run(
     store.put_host(host.fingerprint, host)
     store.put_runtime(runtime.build_id, runtime)
 
-    results: list[SmokeResult] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("measuring", total=len(models))
-        for m in models:
-            bar.update(task, description=f"llama-bench {m.name}")
-            results.extend(smoke(store, runtime, host, m))
-            bar.advance(task)
-
+    space = default_space(host, cfg.sweep)
+    outcomes = sweep_with_progress(
+        store,
+        runtime,
+        host,
+        models,
+        space,
+        settings_for(cfg, host),
+        "adaptive",
+        server_check=True,
+        log_dir=cfg.data_dir / "logs",
+    )
     if json_:
         emit_json(
             {
                 "host": host,
                 "runtime": runtime,
                 "models": models,
-                "measured": results,
                 "store": str(cfg.store_path),
+                "sweeps": [
+                    {
+                        "model": m.name,
+                        "best_pp": o.best_pp,
+                        "best_tg": o.best_tg,
+                        "best_threads_pp": o.best_threads_pp,
+                        "best_threads_tg": o.best_threads_tg,
+                        "recommended": recommended(o),
+                        "server_check": c,
+                        "measured": o.measured,
+                        "results": o.results,
+                    }
+                    for m, o, c in outcomes
+                ],
             }
         )
         return
@@ -77,21 +88,9 @@ def run(
     render_runtime(console, runtime)
     for m in models:
         render_model(console, m)
-    _render_results(results)
+    for m, o, c in outcomes:
+        render_outcome(m, o, c, host.bandwidth_gbs)
     console.print(f"stored in {cfg.store_path}", highlight=False)
-
-
-def _render_results(results: list[SmokeResult]) -> None:
-    t = Table(title="measured (llama-bench, measured on this host)", title_justify="left")
-    for col in ("model", "config", "test", "t/s", "peak RSS", "status"):
-        t.add_column(col)
-    for r in results:
-        ts = f"{r.mean_ts:.2f} ± {r.sd_ts:.2f}" if r.mean_ts is not None and r.sd_ts is not None else "—"
-        status = r.status + (" (stored earlier)" if r.resumed else "")
-        if r.status != "ok":
-            status += f": {r.detail}"
-        t.add_row(r.model, r.config.label(), r.test, ts, f"{r.peak_rss_mib:.0f} MiB", status)
-    console.print(t)
 
 
 def register(app: typer.Typer) -> None:

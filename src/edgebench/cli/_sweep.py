@@ -11,18 +11,21 @@ from rich.table import Table
 
 from edgebench.cli._common import console, emit_json, err_console, state
 from edgebench.cli._render import gib
+from edgebench.config import Config
 from edgebench.errors import ConfigError
-from edgebench.host.probe import probe_host
+from edgebench.host.probe import HostInfo, probe_host
 from edgebench.measure.crosscheck import ServerCheck
 from edgebench.measure.search import SweepOutcome, plan_size
-from edgebench.measure.space import default_space
+from edgebench.measure.space import SweepSpace, default_space
 from edgebench.measure.sweep import crosscheck_best, export_jsonl, recommended, sweep_model
 from edgebench.measure.throughput import MeasureSettings, ThroughputResult
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
+from edgebench.runtime.locate import Runtime
 from edgebench.setup import ensure_models, ensure_runtime
+from edgebench.store import Store
 
-__all__ = ["register"]
+__all__ = ["register", "render_outcome", "settings_for", "sweep_with_progress"]
 
 
 def _ints(opt: str, text: str | None) -> list[int] | None:
@@ -89,44 +92,18 @@ def sweep(
         n_prompt=n_prompt,
         n_gen=n_gen,
     )
-    settings = MeasureSettings(
-        ci_target=ci or cfg.sweep.ci_target,
-        max_reps=max_reps or cfg.sweep.max_reps,
-        timeout_s=timeout or cfg.sweep.timeout_s,
-        rss_limit_mib=max(256.0, host.ram_total_mib - cfg.budgets.ram_reserve_mib),
+    settings = settings_for(cfg, host, ci=ci, max_reps=max_reps, timeout=timeout)
+    outcomes = sweep_with_progress(
+        store,
+        runtime,
+        host,
+        targets,
+        space,
+        settings,
+        mode,
+        server_check=server_check,
+        log_dir=cfg.data_dir / "logs",
     )
-    outcomes: list[tuple[ModelInfo, SweepOutcome, ServerCheck | None]] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        for m in targets:
-            task = bar.add_task(f"{m.name}", total=plan_size(space, mode))
-
-            def _tick(r: ThroughputResult, task: TaskID = task, name: str = m.name) -> None:
-                label = f"{name} {r.config.label()} {r.test}"
-                bar.update(task, advance=1, description=label[:70])
-
-            out = sweep_model(store, runtime, host, m, space, settings, mode, on_result=_tick)
-            bar.update(task, completed=bar.tasks[task].total or 0)
-            check = None
-            if server_check:
-                bar.update(task, description=f"{m.name}: llama-server cross-check")
-                check = crosscheck_best(
-                    store,
-                    runtime,
-                    host,
-                    m,
-                    out,
-                    n_prompt=space.n_prompt,
-                    n_gen=space.n_gen,
-                    log_dir=cfg.data_dir / "logs",
-                )
-            outcomes.append((m, out, check))
     if export is not None:
         n = export_jsonl([r for _, o, _ in outcomes for r in o.results], export)
         err_console.print(f"exported {n} llama-bench rows to {export}", highlight=False)
@@ -157,7 +134,67 @@ def sweep(
         )
         return
     for m, o, c in outcomes:
-        _render(m, o, c, host.bandwidth_gbs)
+        render_outcome(m, o, c, host.bandwidth_gbs)
+
+
+Outcome = tuple[ModelInfo, SweepOutcome, ServerCheck | None]
+
+
+def sweep_with_progress(
+    store: Store,
+    runtime: Runtime,
+    host: HostInfo,
+    targets: list[ModelInfo],
+    space: SweepSpace,
+    settings: MeasureSettings,
+    mode: Literal["adaptive", "grid"],
+    *,
+    server_check: bool,
+    log_dir: Path,
+) -> list[Outcome]:
+    """The sweep stage for every model, with one progress bar (and ETA) per model."""
+    outcomes: list[Outcome] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        for m in targets:
+            task = bar.add_task(f"{m.name}", total=plan_size(space, mode))
+
+            def _tick(r: ThroughputResult, task: TaskID = task, name: str = m.name) -> None:
+                bar.update(task, advance=1, description=f"{name} {r.config.label()} {r.test}"[:70])
+
+            out = sweep_model(store, runtime, host, m, space, settings, mode, on_result=_tick)
+            bar.update(task, completed=bar.tasks[task].total or 0)
+            check = None
+            if server_check:
+                bar.update(task, description=f"{m.name}: llama-server cross-check")
+                check = crosscheck_best(
+                    store, runtime, host, m, out, n_prompt=space.n_prompt, n_gen=space.n_gen, log_dir=log_dir
+                )
+            outcomes.append((m, out, check))
+    return outcomes
+
+
+def settings_for(
+    cfg: Config,
+    host: HostInfo,
+    *,
+    ci: float | None = None,
+    max_reps: int | None = None,
+    timeout: float | None = None,
+) -> MeasureSettings:
+    # The RSS watchdog stops a config before the kernel OOM killer picks a victim for us.
+    return MeasureSettings(
+        ci_target=ci or cfg.sweep.ci_target,
+        max_reps=max_reps or cfg.sweep.max_reps,
+        timeout_s=timeout or cfg.sweep.timeout_s,
+        rss_limit_mib=max(256.0, host.ram_total_mib - cfg.budgets.ram_reserve_mib),
+    )
 
 
 def _ts(r: ThroughputResult) -> str:
@@ -166,7 +203,7 @@ def _ts(r: ThroughputResult) -> str:
     return f"{r.mean_ts:.2f} ± {r.sd_ts or 0:.2f}"
 
 
-def _render(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: float | None) -> None:
+def render_outcome(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: float | None) -> None:
     t = Table(
         title=f"{m.name} · {gib(m.file_size)} · {m.params / 1e6:.0f} M params · {m.quant} "
         f"({o.search}: {o.measured} of {o.grid_size} grid runs; measured on this host)",
