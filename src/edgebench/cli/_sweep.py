@@ -49,8 +49,10 @@ def sweep(
     kv: str | None = typer.Option(None, "--kv", help="KV cache types, K=V, e.g. f16,q8_0,q4_0."),
     fa: str | None = typer.Option(None, "--fa", help="Flash attention: on,off,auto."),
     ubatch: str | None = typer.Option(None, "--ubatch", help="e.g. 128,512."),
-    cpus: str | None = typer.Option(
-        None, "--cpus", help="CPU sets separated by ';': big, little, all, or 0-3."
+    cpus: list[str] = typer.Option(
+        [],
+        "--cpus",
+        help="CPU set to pin to: big, little, all, or a list like 4-7. Repeat, or separate with ';'.",
     ),
     depth: str | None = typer.Option(None, "--depth", "-d", help="Context depths, e.g. 0,4096."),
     n_prompt: int | None = typer.Option(None, "--n-prompt", "-p", min=1, help="Prefill test length (pp512)."),
@@ -87,7 +89,7 @@ def sweep(
         kv=_words(kv),
         fa=fas,  # type: ignore[arg-type]  # values checked above
         ubatch=_ints("--ubatch", ubatch),
-        cpus=[c.strip() for c in cpus.split(";")] if cpus else None,
+        cpus=[c.strip() for spec in cpus for c in spec.split(";") if c.strip()] or None,
         depth=_ints("--depth", depth),
         n_prompt=n_prompt,
         n_gen=n_gen,

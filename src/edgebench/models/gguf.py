@@ -256,7 +256,9 @@ def _read_header(path: Path) -> tuple[_Header, int]:
                 try:
                     header = _walk(buf)
                 except _Truncated as t:
-                    raise ModelError(f"{path}: truncated: {size} bytes, expected ≥ {t.needed}") from None
+                    raise ModelError(
+                        f"{path}: truncated: the file ends ({size} bytes) inside its GGUF header"
+                    ) from None
                 except _Corrupt as c:
                     raise ModelError(f"{path}: {c}") from None
                 except Exception as e:  # struct.error, RecursionError on absurd nesting, …
