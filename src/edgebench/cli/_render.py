@@ -25,7 +25,8 @@ def render_host(c: Console, h: HostInfo) -> None:
     for cl in h.clusters:
         mhz = f"{cl.max_khz / 1000:.0f} MHz" if cl.max_khz else "max freq unknown"
         cap = f", capacity {cl.capacity}" if cl.capacity is not None else ""
-        t.add_row("cluster", f"cpus {cpu_list(tuple(cl.cpus))}: {cl.core or 'core ?'}, {mhz}{cap}")
+        core = f"{cl.core}, " if cl.core else ""
+        t.add_row("cluster", f"cpus {cpu_list(tuple(cl.cpus))}: {core}{mhz}{cap}")
     if h.little_cpus:
         t.add_row(
             "big.LITTLE", f"big {cpu_list(tuple(h.big_cpus))} · little {cpu_list(tuple(h.little_cpus))}"
