@@ -255,7 +255,7 @@ def _read_header(path: Path) -> tuple[_Header, int]:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 try:
                     header = _walk(buf)
-                except _Truncated as t:
+                except _Truncated:
                     raise ModelError(
                         f"{path}: truncated: the file ends ({size} bytes) inside its GGUF header"
                     ) from None
