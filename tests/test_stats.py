@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from edgebench.stats import monotonic_drift, summarize, wilson
+from edgebench.stats import clustered_bootstrap, mcnemar, monotonic_drift, summarize, wilson
 
 
 def test_summary_against_hand_computation() -> None:
@@ -43,3 +43,27 @@ def test_monotonic_drift() -> None:
     assert not monotonic_drift([10.0, 9.9, 9.95, 9.8, 9.7])  # not every step falls
     assert not monotonic_drift([10.0, 9.99, 9.98, 9.97])  # falls, but by 0.3 %: noise
     assert not monotonic_drift([10.0, 9.0, 8.0])  # too few reps to tell
+
+
+def test_clustered_bootstrap_is_wider_than_pretending_runs_are_independent() -> None:
+    # 10 items; each item either always passes or always fails across its 9 runs
+    clusters = [[1.0] * 9 if i < 6 else [0.0] * 9 for i in range(10)]
+    point, lo, hi = clustered_bootstrap(clusters, n_boot=1000)
+    assert point == pytest.approx(0.6)
+    flat_lo, flat_hi = wilson(54, 90)  # 90 "independent" runs would claim this much
+    assert (hi - lo) > (flat_hi - flat_lo)
+    assert lo < 0.6 < hi
+
+
+def test_clustered_bootstrap_degenerate() -> None:
+    assert clustered_bootstrap([[1.0, 1.0], [1.0]]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        clustered_bootstrap([])
+
+
+def test_mcnemar_exact() -> None:
+    assert mcnemar(0, 0) == 1.0
+    assert mcnemar(5, 5) == 1.0
+    # 8 discordant pairs all one way: 2 × 0.5^8 = 0.0078125
+    assert mcnemar(8, 0) == pytest.approx(0.0078125)
+    assert mcnemar(3, 1) == pytest.approx(0.625)

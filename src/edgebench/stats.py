@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
-__all__ = ["Summary", "monotonic_drift", "summarize", "wilson"]
+__all__ = ["Summary", "clustered_bootstrap", "mcnemar", "monotonic_drift", "summarize", "wilson"]
 
 
 class Summary(BaseModel):
@@ -67,3 +67,33 @@ def monotonic_drift(samples: Sequence[float], min_n: int = 4, min_total: float =
         return False
     falling = all(b < a for a, b in itertools.pairwise(samples))
     return falling and samples[0] > 0 and (samples[0] - samples[-1]) / samples[0] >= min_total
+
+
+def clustered_bootstrap(
+    clusters: Sequence[Sequence[float]], *, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of per-cluster means with a two-stage bootstrap CI (clusters, then runs inside them).
+
+    A quality item is a cluster: its variants and samples are not independent evidence, so
+    resampling them as if they were would make the interval too narrow.
+    """
+    groups = [np.asarray(c, dtype=float) for c in clusters if len(c)]
+    if not groups:
+        raise ValueError("no clusters")
+    point = float(np.mean([g.mean() for g in groups]))
+    rng = np.random.default_rng(seed)
+    k = len(groups)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        pick = rng.integers(0, k, size=k)
+        means[b] = np.mean([rng.choice(groups[i], size=groups[i].size).mean() for i in pick])
+    alpha = (1 - confidence) / 2
+    return point, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def mcnemar(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pairs (items only one model passed)."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2 * sps.binom.cdf(min(a_only, b_only), n, 0.5)))
