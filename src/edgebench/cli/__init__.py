@@ -9,6 +9,7 @@ import typer
 
 from edgebench.cli import _doctor as _doctor
 from edgebench.cli import _models as _models
+from edgebench.cli import _quality as _quality
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
 from edgebench.cli import _sweep as _sweep
@@ -22,6 +23,7 @@ _sweep.register(app)
 _run.register(app)
 app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")
+app.add_typer(_quality.app, name="quality")
 
 
 def _debug() -> bool:

@@ -1,0 +1,592 @@
+"""Golden good and bad replies for every validator kind, the sanitizer, and the code sandbox."""
+
+from __future__ import annotations
+
+import time
+import typing
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from edgebench.quality import (
+    FailureClass,
+    ModelOutput,
+    ToolCallOut,
+    ValidatorSpec,
+    Verdict,
+    looks_like_refusal,
+    registered,
+    run_python,
+    sanitize,
+    validate,
+)
+from edgebench.quality.numbers import convert, pick_answer
+
+F = FailureClass
+SPEC = TypeAdapter(ValidatorSpec)
+
+
+def spec(data: dict[str, Any]) -> ValidatorSpec:
+    return SPEC.validate_python(data)
+
+
+def out(content: str = "", calls: list[dict[str, Any]] | None = None, **kw: Any) -> ModelOutput:
+    return ModelOutput(content=content, tool_calls=[ToolCallOut(**c) for c in calls or []], **kw)
+
+
+def check(data: dict[str, Any], reply: str | ModelOutput) -> Verdict:
+    return validate(reply if isinstance(reply, ModelOutput) else out(reply), spec(data))
+
+
+# --- specs used below ---------------------------------------------------------------------------
+
+BAT_BALL = {"kind": "numeric", "answer": 0.05, "unit": "dollar", "tolerance": 0.001}
+WIDGETS = {"kind": "numeric", "answer": 5, "unit": "minutes"}
+SPEED = {"kind": "numeric", "answer": 50, "unit": "mph"}
+PLAIN = {"kind": "numeric", "answer": 1234.5}
+EXACT = {"kind": "exact", "answer": ["blue"]}
+CONTAINS = {"kind": "contains", "any_of": ["Canberra"], "none_of": ["Sydney"]}
+ALL_OF = {"kind": "contains", "all_of": ["hypertext", "markup", "language"]}
+REGEX = {"kind": "regex", "pattern": "^HELLO[.!]?$", "ignore_case": False, "full": True}
+CHOICE = {
+    "kind": "choice",
+    "options": ["valid", "invalid"],
+    "answer": "invalid",
+    "aliases": {"invalid": ["not valid"]},
+}
+USER_SCHEMA = {
+    "type": "object",
+    "required": ["name", "age"],
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+}
+RAW_JSON = {"kind": "json", "raw": True, "schema": USER_SCHEMA, "values": {"name": "Ada", "age": 36}}
+LOOSE_JSON = {"kind": "json", "schema": USER_SCHEMA}
+SENTENCES = {"kind": "sentences", "count": 3}
+WORDS = {"kind": "words", "max": 10}
+BULLETS = {"kind": "bullets", "count": 3, "only": True}
+CSV = {"kind": "csv", "header": ["name", "age", "city"], "rows": 2}
+RAW_CSV = {"kind": "csv", "header": ["name", "age", "city"], "rows": 2, "raw": True}
+CODE = {
+    "kind": "code",
+    "entry": "is_palindrome",
+    "tests": [
+        "assert is_palindrome('racecar')",
+        "assert not is_palindrome('ab')",
+        "assert is_palindrome('')",
+    ],
+    "timeout_s": 5,
+}
+LISTCOMP = {
+    "kind": "code",
+    "entry": "evens",
+    "requires": ["ListComp"],
+    "tests": ["assert evens([1, 2, 4]) == [2, 4]"],
+}
+ALL = {"kind": "all", "checks": [{"kind": "words", "max": 12}, {"kind": "contains", "any_of": ["compiler"]}]}
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "web_search",
+        "description": "Search the web",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    },
+}
+TIMER = {
+    "type": "function",
+    "function": {
+        "name": "set_timer",
+        "description": "Start a timer",
+        "parameters": {
+            "type": "object",
+            "properties": {"minutes": {"type": "integer"}},
+            "required": ["minutes"],
+        },
+    },
+}
+TOOLS = [WEATHER, SEARCH, TIMER]
+ONE_CALL = {
+    "kind": "tool_call",
+    "tools": TOOLS,
+    "calls": [
+        {
+            "name": "get_weather",
+            "arguments": {"city": "Paris"},
+            "match": {"city": {"any_of": ["Paris, France"]}},
+        }
+    ],
+}
+PARALLEL = {
+    "kind": "tool_call",
+    "tools": TOOLS,
+    "calls": [
+        {"name": "get_weather", "arguments": {"city": "Tokyo"}},
+        {"name": "get_weather", "arguments": {"city": "Berlin"}},
+    ],
+}
+MIXED = {
+    "kind": "tool_call",
+    "tools": TOOLS,
+    "calls": [
+        {"name": "set_timer", "arguments": {"minutes": 10}},
+        {
+            "name": "web_search",
+            "arguments": {"query": "pasta recipe"},
+            "match": {"query": {"contains_all": ["pasta"]}},
+        },
+    ],
+}
+IRRELEVANT = {"kind": "tool_call", "tools": TOOLS, "expect": "none"}
+ASK = {"kind": "tool_call", "tools": TOOLS, "expect": "ask", "function": "get_weather", "missing": ["city"]}
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+# --- golden replies: (kind, spec, reply) --------------------------------------------------------
+
+GOOD: list[tuple[str, dict[str, Any], str | ModelOutput]] = [
+    ("numeric", BAT_BALL, "$0.05"),
+    ("numeric", BAT_BALL, "5 cents"),
+    ("numeric", BAT_BALL, "0.05 dollars"),
+    ("numeric", BAT_BALL, "The ball costs five cents."),
+    ("numeric", BAT_BALL, "Let the ball be x; 2x + 1.00 = 1.10 so x = 0.05.\nAnswer: $0.05"),
+    ("numeric", BAT_BALL, "The answer is 0.05 dollars, since 1.05 + 0.05 = 1.10"),
+    ("numeric", BAT_BALL, "<think>maybe $0.10? no.</think>The ball costs $0.05."),
+    ("numeric", WIDGETS, "It would take 5 minutes for 100 machines to make 100 widgets."),
+    ("numeric", WIDGETS, "300 seconds"),
+    ("numeric", SPEED, "The train's speed is 50 mph."),
+    ("numeric", SPEED, "150 miles / 3 hours = 50 miles per hour"),
+    ("numeric", PLAIN, "The total comes to 1,234.5"),
+    ("numeric", PLAIN, "\\boxed{1234.5}"),
+    ("exact", EXACT, "Blue"),
+    ("exact", EXACT, "**blue.**"),
+    ("exact", EXACT, "Answer: blue"),
+    ("contains", CONTAINS, "The capital of Australia is Canberra."),
+    ("contains", CONTAINS, "canberra"),
+    ("contains", ALL_OF, "HTML stands for HyperText Markup Language."),
+    ("regex", REGEX, "HELLO"),
+    ("regex", REGEX, "  HELLO!  "),
+    ("regex", {"kind": "regex", "pattern": r"^\W*Yes\b", "ignore_case": False}, "Yes, Python is a language."),
+    ("choice", CHOICE, "Invalid."),
+    ("choice", CHOICE, "The argument is not valid: some flowers that fade need not be roses."),
+    (
+        "choice",
+        CHOICE,
+        "Let me check whether this is valid.\nThe middle term is undistributed.\nTherefore, invalid.",
+    ),
+    ("json", RAW_JSON, '{"name": "Ada", "age": 36}'),
+    ("json", RAW_JSON, '  {"age": 36, "name": "ada"}\n'),
+    ("json", LOOSE_JSON, '```json\n{"name": "Bo", "age": 4}\n```'),
+    ("json", LOOSE_JSON, 'Here it is: {"name": "Bo", "age": 4} as requested.'),
+    ("sentences", SENTENCES, "The sea is vast. It is salty! Do fish sleep?"),
+    ("sentences", SENTENCES, "Dr. Smith sails at 3.5 knots. The sea is calm. Waves roll in"),
+    ("sentences", SENTENCES, "One line here.\nA second sentence.\nA third one."),
+    ("words", WORDS, "A compiler turns source code into machine code."),
+    ("words", WORDS, "Ten words: one two three four five six seven eight."),
+    ("words", {"kind": "words", "min": 2, "max": 3}, "well-known don't"),
+    ("bullets", BULLETS, "- sleep\n- water\n- walks"),
+    ("bullets", BULLETS, "* a\n* b\n* c"),
+    ("bullets", BULLETS, "1. boil water\n2. add egg\n3. wait"),
+    ("csv", CSV, "name,age,city\nAna,30,Rome\nBo,25,Oslo"),
+    ("csv", CSV, "```csv\nname,age,city\nAna,30,Rome\nBo,25,Oslo\n```"),
+    ("csv", CSV, 'Here you go:\nName,Age,City\n"Smith, Ana",30,Rome\nBo,25,Oslo\nHope that helps.'),
+    ("csv", RAW_CSV, "name,age,city\nAna,30,Rome\nBo,25,Oslo\n"),
+    ("code", CODE, "```python\ndef is_palindrome(s):\n    return s == s[::-1]\n```"),
+    ("code", CODE, "def is_palindrome(s):\n    return s == ''.join(reversed(s))"),
+    (
+        "code",
+        CODE,
+        "Sure:\n\ndef is_palindrome(s):\n    return s == s[::-1]\n\nIt compares s with its reverse.",
+    ),
+    ("code", LISTCOMP, "```py\ndef evens(xs):\n    return [x for x in xs if x % 2 == 0]\n```"),
+    ("tool_call", ONE_CALL, out(calls=[call("get_weather", city="Paris")])),
+    ("tool_call", ONE_CALL, out(calls=[{"name": "get_weather", "arguments": '{"city": "paris, france"}'}])),
+    ("tool_call", ONE_CALL, out(calls=[call("get_weather", city="Paris", unit="celsius")])),
+    ("tool_call", ONE_CALL, '{"name": "get_weather", "arguments": {"city": "Paris"}}'),
+    ("tool_call", ONE_CALL, '```json\n[{"name": "get_weather", "parameters": {"city": "Paris"}}]\n```'),
+    (
+        "tool_call",
+        ONE_CALL,
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    ),
+    ("tool_call", ONE_CALL, '[get_weather(city="Paris")]'),
+    (
+        "tool_call",
+        PARALLEL,
+        out(calls=[call("get_weather", city="Berlin"), call("get_weather", city="Tokyo")]),
+    ),
+    ("tool_call", PARALLEL, 'get_weather(city="Berlin")\nget_weather(city="Tokyo")'),
+    (
+        "tool_call",
+        MIXED,
+        out(calls=[call("web_search", query="Quick pasta recipe"), call("set_timer", minutes=10)]),
+    ),
+    ("tool_call", IRRELEVANT, "Crimson leaves let go / the wind carries them away / autumn exhales"),
+    ("tool_call", IRRELEVANT, "I can't write that with a weather tool, but here is a haiku anyway."),
+    ("tool_call", ASK, "Which city would you like the weather for?"),
+    ("tool_call", ASK, "Please specify the city."),
+    ("all", ALL, "A compiler translates source code into machine code."),
+    ("all", ALL, "compiler: source in, binary out"),
+    ("all", ALL, "The compiler checks and translates programs."),
+]
+
+BAD: list[tuple[str, dict[str, Any], str | ModelOutput, FailureClass]] = [
+    ("numeric", BAT_BALL, "$0.10", F.WRONG),
+    ("numeric", BAT_BALL, "10 cents", F.WRONG),
+    ("numeric", BAT_BALL, "The ball costs ten cents.", F.WRONG),
+    ("numeric", BAT_BALL, "The ball is cheap.", F.UNPARSEABLE),
+    ("numeric", BAT_BALL, "I'm sorry, but I can't help with pricing questions.", F.REFUSED),
+    ("numeric", WIDGETS, "It takes 100 minutes.", F.WRONG),
+    ("numeric", SPEED, "It goes 80.5 km/h.", F.WRONG),
+    ("exact", EXACT, "Red", F.WRONG),
+    ("exact", EXACT, "The sky is blue on a clear day.", F.UNPARSEABLE),
+    ("exact", EXACT, "azure", F.WRONG),
+    ("contains", CONTAINS, "Sydney.", F.WRONG),
+    ("contains", CONTAINS, "Not Sydney but Canberra.", F.WRONG),
+    ("contains", CONTAINS, "It is in the Australian Capital Territory.", F.WRONG),
+    ("contains", ALL_OF, "HyperText Markup", F.WRONG),
+    ("regex", REGEX, "hello", F.WRONG),
+    ("regex", REGEX, "HELLO WORLD", F.WRONG),
+    ("regex", REGEX, "Sure! HELLO", F.WRONG),
+    ("choice", CHOICE, "Valid.", F.WRONG),
+    ("choice", CHOICE, "The argument is valid because both premises are true.", F.WRONG),
+    ("choice", CHOICE, "It depends on the premises.", F.UNPARSEABLE),
+    ("choice", CHOICE, "As an AI, I cannot judge arguments.", F.REFUSED),
+    ("json", RAW_JSON, '```json\n{"name": "Ada", "age": 36}\n```', F.UNPARSEABLE),
+    ("json", RAW_JSON, 'Here is the JSON: {"name": "Ada", "age": 36}', F.UNPARSEABLE),
+    ("json", RAW_JSON, '{"name": "Ada", "age": "36"}', F.SCHEMA_INVALID),
+    ("json", RAW_JSON, '{"name": "Ada"}', F.SCHEMA_INVALID),
+    ("json", RAW_JSON, '{"name": "Bob", "age": 36}', F.WRONG),
+    ("json", RAW_JSON, "{name: 'Ada', age: 36}", F.UNPARSEABLE),
+    ("json", LOOSE_JSON, "[1, 2, 3]", F.SCHEMA_INVALID),
+    ("sentences", SENTENCES, "The sea is vast. It is salty.", F.WRONG),
+    ("sentences", SENTENCES, "One. Two. Three. Four.", F.WRONG),
+    (
+        "sentences",
+        SENTENCES,
+        "Here are three sentences:\nThe sea is vast. It is salty. Fish live there.",
+        F.WRONG,
+    ),
+    (
+        "words",
+        WORDS,
+        "A compiler is a program that translates source code written by people into machine code.",
+        F.WRONG,
+    ),
+    ("words", {"kind": "words", "min": 5}, "Too short.", F.WRONG),
+    ("words", {"kind": "words", "count": 2}, "one two three", F.WRONG),
+    ("bullets", BULLETS, "- a\n- b", F.WRONG),
+    ("bullets", BULLETS, "Here are tips:\n- a\n- b\n- c", F.WRONG),
+    ("bullets", BULLETS, "a, b and c", F.WRONG),
+    ("csv", CSV, "name,age,city\nAna,30,Rome", F.WRONG),
+    ("csv", CSV, "name,age\nAna,30\nBo,25", F.WRONG),
+    ("csv", CSV, "| name | age | city |\n|---|---|---|\n| Ana | 30 | Rome |", F.UNPARSEABLE),
+    ("csv", CSV, "first,age,city\nAna,30,Rome\nBo,25,Oslo", F.WRONG),
+    ("csv", RAW_CSV, "```csv\nname,age,city\nAna,30,Rome\nBo,25,Oslo\n```", F.UNPARSEABLE),
+    ("code", CODE, "```python\ndef is_palindrome(s):\n    return True\n```", F.WRONG),
+    ("code", CODE, "```python\ndef palindrome(s):\n    return s == s[::-1]\n```", F.WRONG),
+    ("code", CODE, "```python\ndef is_palindrome(s) return s\n```", F.UNPARSEABLE),
+    ("code", CODE, "Check whether the string equals its reverse.", F.UNPARSEABLE),
+    ("code", LISTCOMP, "def evens(xs):\n    return list(filter(lambda x: x % 2 == 0, xs))", F.WRONG),
+    ("tool_call", ONE_CALL, out(calls=[call("get_weather", city="London")]), F.WRONG_ARGS),
+    ("tool_call", ONE_CALL, out(calls=[call("web_search", query="Paris weather")]), F.WRONG_FUNCTION),
+    ("tool_call", ONE_CALL, out(calls=[call("get_forecast", city="Paris")]), F.WRONG_FUNCTION),
+    ("tool_call", ONE_CALL, out(calls=[call("get_weather", town="Paris")]), F.SCHEMA_INVALID),
+    ("tool_call", ONE_CALL, out(calls=[call("get_weather", city=75)]), F.SCHEMA_INVALID),
+    (
+        "tool_call",
+        ONE_CALL,
+        out(calls=[{"name": "get_weather", "arguments": '{"city": "Par'}]),
+        F.UNPARSEABLE,
+    ),
+    ("tool_call", ONE_CALL, '{"name": "get_weather", "arguments": {"city": "Par', F.UNPARSEABLE),
+    ("tool_call", ONE_CALL, "It is sunny in Paris today.", F.NO_CALL),
+    (
+        "tool_call",
+        ONE_CALL,
+        "I cannot execute any tool to call get_weather. I only provide information.",
+        F.REFUSED,
+    ),
+    ("tool_call", PARALLEL, out(calls=[call("get_weather", city="Tokyo")]), F.WRONG_FUNCTION),
+    (
+        "tool_call",
+        PARALLEL,
+        out(calls=[call("get_weather", city="Tokyo"), call("get_weather", city="Rome")]),
+        F.WRONG_ARGS,
+    ),
+    (
+        "tool_call",
+        MIXED,
+        out(calls=[call("set_timer", minutes=15), call("web_search", query="pasta")]),
+        F.WRONG_ARGS,
+    ),
+    ("tool_call", IRRELEVANT, out(calls=[call("web_search", query="autumn haiku")]), F.WRONG_FUNCTION),
+    ("tool_call", IRRELEVANT, '{"name": "get_weather", "arguments": {"city": "Kyoto"}}', F.WRONG_FUNCTION),
+    ("tool_call", IRRELEVANT, '{"name": "get_weather", "arguments": {"city": ', F.WRONG_FUNCTION),
+    ("tool_call", ASK, out(calls=[call("get_weather", city="New York")]), F.WRONG_ARGS),
+    ("tool_call", ASK, '[get_weather(city="London")]', F.WRONG_ARGS),
+    ("tool_call", ASK, out(calls=[call("web_search", query="weather")]), F.WRONG_FUNCTION),
+    ("tool_call", ASK, "It is sunny and 22 degrees.", F.WRONG),
+    (
+        "all",
+        ALL,
+        "A compiler is a program that turns the source code of programs into machine code.",
+        F.WRONG,
+    ),
+    ("all", ALL, "An interpreter runs code.", F.WRONG),
+    ("all", ALL, "", F.EMPTY),
+]
+
+
+def _id(case: tuple[Any, ...]) -> str:
+    reply = case[2]
+    text = (
+        reply.content or str([c.name for c in reply.tool_calls]) if isinstance(reply, ModelOutput) else reply
+    )
+    return f"{case[0]}:{text[:40]}"
+
+
+@pytest.mark.parametrize("case", GOOD, ids=[_id(c) for c in GOOD])
+def test_golden_good(case: tuple[str, dict[str, Any], str | ModelOutput]) -> None:
+    kind, data, reply = case
+    assert data["kind"] == kind
+    verdict = check(data, reply)
+    assert verdict.passed, verdict
+    assert verdict.failure is F.CORRECT
+
+
+@pytest.mark.parametrize("case", BAD, ids=[_id(c) for c in BAD])
+def test_golden_bad(case: tuple[str, dict[str, Any], str | ModelOutput, FailureClass]) -> None:
+    kind, data, reply, expected = case
+    assert data["kind"] == kind
+    verdict = check(data, reply)
+    assert not verdict.passed
+    assert verdict.failure is expected, verdict
+
+
+def _kinds() -> set[str]:
+    union = typing.get_args(typing.get_args(ValidatorSpec)[0])
+    return {typing.get_args(m.model_fields["kind"].annotation)[0] for m in union}
+
+
+def test_every_kind_has_a_validator_and_three_golden_cases_each_way() -> None:
+    assert set(registered()) == _kinds()
+    for kind in _kinds():
+        assert sum(1 for c in GOOD if c[0] == kind) >= 3, kind
+        assert sum(1 for c in BAD if c[0] == kind) >= 3, kind
+
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "numeric": BAT_BALL,
+    "exact": EXACT,
+    "contains": CONTAINS,
+    "regex": REGEX,
+    "choice": CHOICE,
+    "json": RAW_JSON,
+    "sentences": SENTENCES,
+    "words": WORDS,
+    "bullets": BULLETS,
+    "csv": CSV,
+    "code": CODE,
+    "tool_call": ONE_CALL,
+    "all": ALL,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_every_validator_classifies_empty_timeout_and_missing_template(kind: str) -> None:
+    data = SAMPLES[kind]
+    assert check(data, "").failure is F.EMPTY
+    assert check(data, "<think>still thinking about it").failure is F.EMPTY
+    assert check(data, out("", error="HTTP 500")).detail == "request failed: HTTP 500"
+    assert check(data, out("partial", timed_out=True)).failure is F.TIMEOUT
+    assert check(data, out("whatever", template_missing=True)).failure is F.TEMPLATE_MISSING
+
+
+def test_samples_cover_every_kind() -> None:
+    assert set(SAMPLES) == _kinds()
+
+
+def test_tool_calls_where_an_answer_was_wanted_are_a_wrong_function() -> None:
+    verdict = check(BAT_BALL, out(calls=[call("calculator", expression="1.10 - 1.00")]))
+    assert verdict.failure is F.WRONG_FUNCTION
+
+
+def test_truncated_reply_says_so() -> None:
+    verdict = check(BAT_BALL, out("Let me think step by step. The bat costs", finish_reason="length"))
+    assert verdict.failure is F.UNPARSEABLE
+    assert "max_tokens" in verdict.detail
+
+
+def test_pathological_nesting_is_unparseable_not_a_crash() -> None:
+    assert check(LOOSE_JSON, "[" * 100_000).failure is F.UNPARSEABLE
+
+
+def test_model_output_ignores_backend_only_fields() -> None:
+    response = {
+        "content": "5 cents",
+        "wall_s": 1.5,
+        "timings": {"predicted_per_second": 9.0},
+        "tool_calls": [],
+    }
+    assert validate(ModelOutput.model_validate(response), spec(BAT_BALL)).passed
+
+
+def test_verdict_cannot_contradict_itself() -> None:
+    with pytest.raises(ValidationError):
+        Verdict(passed=True, failure=F.WRONG)
+    with pytest.raises(ValidationError):
+        Verdict(passed=False, failure=F.CORRECT)
+
+
+# --- numbers, refusals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "value"),
+    [
+        ("x = 0.05, so the ball costs 5 cents", "dollar", 0.05),
+        ("Final answer: 7. (I first guessed 12.)", None, 7.0),
+        ("Read pages 10-12", None, 12.0),
+        ("It was -3 degrees", None, -3.0),
+        ("Sally has 3 brothers; each one has two sisters, so Sally has one sister.", None, 1.0),
+        ("It took 100 machines 5 minutes to make 100 widgets", "minutes", 5.0),
+        ("twenty-five", None, 25.0),
+    ],
+)
+def test_pick_answer(text: str, unit: str | None, value: float) -> None:
+    q = pick_answer(text, unit)
+    assert q is not None
+    assert convert(q, unit) == pytest.approx(value)
+
+
+def test_refusal_needs_to_come_early() -> None:
+    assert looks_like_refusal("As an AI language model, I cannot browse.")
+    assert looks_like_refusal("I can’t help with that request.")
+    long_answer = "The ocean is large. " * 20 + "I can't help loving it."
+    assert not looks_like_refusal(long_answer)
+    assert not looks_like_refusal("I can see three sentences here.")
+
+
+# --- sanitizer -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "text", "label"),
+    [
+        ("<think>Let me see… 0.10?</think>\nThe ball costs $0.05.", "The ball costs $0.05.", "think"),
+        ("so x is small</think>The ball costs $0.05.", "The ball costs $0.05.", "think"),
+        ("<think>The bat costs one dollar more, so", "", "think_unclosed"),
+        ("<|channel>thought\nuser wants a number<channel|>Canberra", "Canberra", "gemma_channel"),
+        ("<start_of_turn>model\nCanberra<end_of_turn>", "Canberra", "role_header"),
+        ("Canberra<end_of_turn>\n<start_of_turn>user\nAnd Canada?", "Canberra", "after_end_of_turn"),
+        ("<|im_start|>assistant\nCanberra<|im_end|>", "Canberra", "token:<|im_end|>"),
+        ("Canberra<|eot_id|>", "Canberra", "token:<|eot_id|>"),
+        ("Canberra</s>", "Canberra", "token:</s>"),
+        ("Canberra<eos>", "Canberra", "token:<eos>"),
+        ("Canberra<|end|>", "Canberra", "token:<|end|>"),
+        (
+            "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>Canberra",
+            "Canberra",
+            "harmony_channel",
+        ),
+    ],
+)
+def test_sanitize_strips(raw: str, text: str, label: str) -> None:
+    result = sanitize(raw)
+    assert result.text == text
+    assert label in result.stripped
+
+
+def test_sanitize_leaves_plain_answers_alone() -> None:
+    for plain in ["Canberra", "Use a <b>tag</b> and x < y > z.", "def f():\n    return 1"]:
+        result = sanitize(plain)
+        assert result.text == plain.strip()
+        assert result.stripped == []
+
+
+def test_sanitize_uses_reasoning_content() -> None:
+    echoed = sanitize(
+        "The user asks for a capital.\nCanberra", reasoning_content="The user asks for a capital."
+    )
+    assert echoed.text == "Canberra"
+    assert "reasoning_echo" in echoed.stripped
+    only = sanitize("", reasoning_content="Thinking about capitals…")
+    assert only.text == ""
+    assert "reasoning_only" in only.stripped
+
+
+# --- code sandbox --------------------------------------------------------------------------------
+
+PALINDROME_TESTS = ["assert is_palindrome('abba')", "assert not is_palindrome('abc')"]
+
+
+def test_code_runner_passes_correct_code() -> None:
+    result = run_python(
+        "def is_palindrome(s):\n    return s == s[::-1]", PALINDROME_TESTS, entry="is_palindrome"
+    )
+    assert result.status == "passed"
+
+
+def test_code_runner_fails_wrong_code_with_the_failing_assert() -> None:
+    result = run_python("def is_palindrome(s):\n    return True", PALINDROME_TESTS, entry="is_palindrome")
+    assert result.status == "failed"
+    assert "is_palindrome('abc')" in result.detail
+
+
+def test_code_runner_times_out_an_infinite_loop() -> None:
+    started = time.monotonic()
+    verdict = check({**CODE, "timeout_s": 1.5}, "def is_palindrome(s):\n    while True:\n        pass")
+    assert verdict.failure is F.TIMEOUT
+    assert time.monotonic() - started < 10
+
+
+def test_code_runner_blocks_sockets() -> None:
+    code = "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))"
+    result = run_python(code, ["assert True"])
+    assert result.status == "error"
+    assert "sandbox" in result.detail
+    raw = run_python("import _socket\n_socket.socket()", ["assert True"])
+    assert raw.status == "error"
+    assert "sandbox" in raw.detail
+
+
+def test_code_runner_blocks_subprocesses() -> None:
+    result = run_python("import os\nos.system('echo hi')", ["assert True"])
+    assert result.status == "error"
+    assert "sandbox" in result.detail
+
+
+def test_code_runner_limits_memory() -> None:
+    result = run_python("block = bytearray(2 * 1024 ** 3)", ["assert len(block) > 0"], memory_mb=256)
+    assert result.status == "error"
+    assert "MemoryError" in result.detail
+
+
+def test_code_runner_env_and_cwd_are_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    code = "import os\nENV = dict(os.environ)\nCWD = os.getcwd()"
+    tests = ["assert 'HTTPS_PROXY' not in ENV", "assert 'edgebench-code-' in CWD"]
+    assert run_python(code, tests).status == "passed"
+
+
+def test_code_runner_reports_syntax_errors_without_running() -> None:
+    assert run_python("def f(:\n", ["assert True"]).status == "syntax"
