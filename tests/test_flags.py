@@ -66,7 +66,9 @@ def test_server_argv_shares_the_mapping() -> None:
     assert _opt(argv, "--load-mode") == "mmap+mlock"
     assert "--jinja" in argv and "--no-webui" in argv
     assert "--verbose" not in argv
-    assert "--verbose" in server_argv("/b/llama-server", "/m.gguf", cfg, verbose=True)
+    assert server_argv("/b/llama-server", "/m.gguf", cfg, verbose=True)[-2:] == ["-lv", "4"]
+    old = Dialect(server_log_verbosity=False)
+    assert server_argv("/b/llama-server", "/m.gguf", cfg, verbose=True, dialect=old)[-1] == "--verbose"
 
 
 def test_old_dialect_uses_old_spellings() -> None:
@@ -84,7 +86,7 @@ def test_old_dialect_uses_old_spellings() -> None:
 def test_new_dialect_detected_from_real_help_text() -> None:
     d = Dialect.from_help(
         "-fa, --flash-attn <on|off|auto>\n-lm, --load-mode <auto|none|mmap>",
-        "-lm, --load-mode MODE\n--reasoning-budget N",
+        "-lm, --load-mode MODE\n--reasoning-budget N\n-lv, --verbosity, --log-verbosity N",
     )
     assert d == Dialect()
 

@@ -143,3 +143,24 @@ def test_classify_precedence() -> None:
     assert classify_exit(-9, "", rss_killed=True)[0] is ExitCause.RSS_LIMIT
     assert classify_exit(0, "error: invalid argument")[0] is ExitCause.OK
     assert classify_exit(-6, "GGML_ASSERT(x) failed")[0] is ExitCause.CRASH
+
+
+def test_children_die_with_a_killed_parent() -> None:
+    # edgebench killed with -9 must not leave a llama-server behind (it lives in its own session).
+    code = (
+        "import os, signal, sys, time\nfrom edgebench.runtime import proc\n"
+        "p = proc.spawn([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\ntime.sleep(0.3)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = proc.run([PY, "-c", code], timeout_s=30)
+    child = int(r.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    alive = psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE
+    assert not alive

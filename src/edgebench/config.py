@@ -98,6 +98,12 @@ class BudgetConfig(_Strict):
     swap_growth_mib: int = Field(default=64, ge=0)  # more swap than this during a run = not stable
     latency_s: float = Field(default=30.0, gt=0)  # interactive budget for "best default"
     quality_latency_s: float = Field(default=120.0, gt=0)
+    # Decide-stage rule thresholds (decide/rank.py, decide/route.py).
+    tool_call_floor: float = Field(default=0.5, ge=0, le=1)  # tool_call pass rate for "best default"
+    context_floor: int = Field(default=8192, ge=0)  # stable context for "best default" / practical
+    tool_refusal_max: float = Field(default=0.5, ge=0, le=1)  # refused + no_call share of tool runs
+    loop_rate_max: float = Field(default=0.25, ge=0, le=1)  # timeout + empty share of all runs
+    ram_tie_frac: float = Field(default=0.05, ge=0, lt=1)  # RAM closer than this is not "less" (Pareto)
 
 
 class Config(_Strict):

@@ -22,7 +22,7 @@ from edgebench.runtime.locate import Runtime, locate
 from edgebench.runtime.presets import resolve_preset
 from edgebench.store import Store
 
-__all__ = ["DoctorReport", "doctor_report", "ensure_models", "ensure_runtime"]
+__all__ = ["DoctorReport", "doctor_report", "ensure_models", "ensure_runtime", "locate_quietly"]
 
 
 class DoctorReport(BaseModel):
@@ -58,6 +58,14 @@ def doctor_report(
         config_file=str(cfg.source_file) if cfg.source_file else None,
         store=str(cfg.store_path),
     )
+
+
+def locate_quietly(cfg: Config) -> Runtime | None:
+    """The build in use, or None (a report can be written without one)."""
+    try:
+        return locate(bin_dir=cfg.llama_cpp.bin_dir, builds_dir=cfg.builds_dir)
+    except EdgebenchError:
+        return None
 
 
 def ensure_runtime(cfg: Config, on_progress: Callable[[int, str], None] | None = None) -> Runtime:

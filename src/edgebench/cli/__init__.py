@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from edgebench.cli import _context as _context
+from edgebench.cli import _decide as _decide
 from edgebench.cli import _doctor as _doctor
 from edgebench.cli import _models as _models
 from edgebench.cli import _quality as _quality
@@ -20,6 +22,8 @@ __all__ = ["app", "main"]
 
 _doctor.register(app)
 _sweep.register(app)
+_context.register(app)
+_decide.register(app)
 _run.register(app)
 app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")

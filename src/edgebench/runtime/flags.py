@@ -124,6 +124,7 @@ class Dialect(BaseModel):
     bench_fa_words: bool = True  # `-fa on|off|auto` (new) vs `-fa 0|1` (old)
     server_load_mode: bool = True  # server `--load-mode` (new) vs `--no-mmap`/`--mlock` (old)
     server_reasoning_budget: bool = True
+    server_log_verbosity: bool = True  # `-lv 4` prints the buffer lines without --verbose's debug flood
 
     @classmethod
     def from_help(cls, bench_help: str, server_help: str) -> Dialect:
@@ -132,6 +133,7 @@ class Dialect(BaseModel):
             bench_fa_words="on|off" in bench_help,
             server_load_mode="--load-mode" in server_help,
             server_reasoning_budget="--reasoning-budget" in server_help,
+            server_log_verbosity="--log-verbosity" in server_help,
         )
 
 
@@ -241,7 +243,8 @@ def server_argv(
     dialect: Dialect | None = None,
     verbose: bool = False,
 ) -> list[str]:
-    """llama-server argv; `verbose` asks for the buffer-size lines the memory breakdown reads."""
+    """llama-server argv; `verbose` asks for the buffer-size lines the memory breakdown reads
+    (they are LLAMA_LOG_INFO, printed from log verbosity 4 on)."""
     d = dialect or Dialect()
     argv = [
         *_taskset_prefix(cfg),
@@ -284,7 +287,7 @@ def server_argv(
     if cfg.reasoning_budget is not None and d.server_reasoning_budget:
         argv += ["--reasoning-budget", str(cfg.reasoning_budget)]
     if verbose:
-        argv.append("--verbose")
+        argv += ["-lv", "4"] if d.server_log_verbosity else ["--verbose"]
     return argv + list(cfg.extra)
 
 

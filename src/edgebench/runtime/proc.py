@@ -186,6 +186,17 @@ class RssSampler:
             self._stop.wait(SAMPLE_INTERVAL_S)
 
 
+def _die_with_parent() -> None:
+    """Child side, before exec: SIGKILL us if edgebench dies (even by kill -9), so no llama-server
+    outlives the run that started it (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -213,6 +224,7 @@ def spawn(
             stdout=out_target,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT if log_file is not None else stderr,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as exc:
         raise ProcError(f"{argv[0]}: cannot start: not found") from exc

@@ -73,6 +73,14 @@ class ServerProcess:
     def peak_rss_mib(self) -> float:
         return self._sampler.peak_mib if self._sampler else 0.0
 
+    @property
+    def rss_limit_hit(self) -> bool:
+        return bool(self._sampler and self._sampler.limit_hit)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc else -1
+
     def log_text(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")

@@ -1,0 +1,163 @@
+"""`edgebench context`: the largest context that loads, fills, decodes and stays in budget."""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgebench.cli._common import console, emit_json, err_console, state
+from edgebench.cli._render import gib
+from edgebench.errors import ConfigError
+from edgebench.host.probe import probe_host
+from edgebench.measure.context import ContextProbe, ContextTrial, probe_context
+from edgebench.measure.search import best_of
+from edgebench.measure.sweep import stored_results
+from edgebench.models.gguf import ModelInfo
+from edgebench.models.registry import resolve_model
+from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
+from edgebench.setup import ensure_models, ensure_runtime
+
+__all__ = ["register"]
+
+
+def context(
+    models: list[str] = typer.Argument(None, help="Models (default: configured ones)."),
+    kv: str = typer.Option("f16", "--kv", help="KV cache type (K and V), e.g. q4_0."),
+    fa: str = typer.Option("on", "--fa", help="Flash attention: on, off, auto."),
+    threads: int | None = typer.Option(None, "--threads", "-t", min=1, help="Default: the sweep's best."),
+    ctx: str | None = typer.Option(
+        None, "--ctx", help="Contexts to consider, e.g. 2048,8192 (default 2k…ctx_train)."
+    ),
+    budget_mib: float | None = typer.Option(
+        None, "--budget-mib", help="RAM budget (default: total − reserve)."
+    ),
+    swap_limit_mib: float | None = typer.Option(None, "--swap-limit-mib", help="Allowed swap growth."),
+    n_decode: int = typer.Option(16, "--n-decode", min=1, help="Tokens to decode after the fill."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Find each model's stable context (binary search) and record memory and timings per context."""
+    cfg, store = state.config, state.store
+    if kv not in KV_TYPES:
+        raise ConfigError(f"--kv {kv!r}: unknown KV cache type; one of {', '.join(KV_TYPES)}")
+    if fa not in ("on", "off", "auto"):
+        raise ConfigError(f"--fa {fa!r}: on, off or auto")
+    ctx_list = None
+    if ctx:
+        try:
+            ctx_list = [int(c) for c in ctx.split(",") if c.strip()]
+        except ValueError:
+            raise ConfigError(f"--ctx {ctx!r}: expected comma-separated integers") from None
+        if any(c <= 0 for c in ctx_list):
+            raise ConfigError(f"--ctx {ctx!r}: contexts must be > 0 (llama.cpp's 0 means ctx_train; say it)")
+    runtime = ensure_runtime(cfg)
+    targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
+    host = probe_host()
+    budget = budget_mib or float(host.ram_total_mib - cfg.budgets.ram_reserve_mib)
+    swap_limit = swap_limit_mib if swap_limit_mib is not None else float(cfg.budgets.swap_growth_mib)
+    probes: list[tuple[ModelInfo, ContextProbe]] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        for m in targets:
+            task = bar.add_task(f"{m.name}: binary search over contexts (kv {kv})")
+            best = best_of(stored_results(store, m.sha256), "tg", 0)
+            base = best.result.config if best else RuntimeConfig(threads=max(1, len(host.big_cpus) or 1))
+            base = base.model_copy(
+                update={
+                    "cache_type_k": kv,
+                    "cache_type_v": kv,
+                    "flash_attn": fa,
+                    **({"threads": threads} if threads else {}),
+                }
+            )
+            probes.append(
+                (
+                    m,
+                    probe_context(
+                        store,
+                        runtime,
+                        host,
+                        m,
+                        base,
+                        budget_mib=budget,
+                        swap_limit_mib=swap_limit,
+                        n_decode=n_decode,
+                        log_dir=cfg.data_dir / "logs",
+                        ctx_list=ctx_list,
+                    ),
+                )
+            )
+            bar.remove_task(task)
+    if json_:
+        emit_json({"budget_mib": budget, "probes": [p for _, p in probes]})
+        return
+    render_context(probes, budget)
+
+
+def _mib(x: float | None) -> str:
+    return f"{x:.1f}" if x is not None else "—"
+
+
+def _result(t: ContextTrial) -> str:
+    return "OK" if t.ok else f"[red]{t.failed_step}[/red]: {t.cause[:50]}"
+
+
+def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) -> None:
+    t = Table(
+        title=f"successful context windows (measured; RAM budget {budget:.0f} MiB)", title_justify="left"
+    )
+    for col in ("model", "kv", "stable context", "tried"):
+        t.add_column(col)
+    for m, p in probes:
+        tried = ", ".join(f"{x.ctx}{'' if x.ok else ' ✗' + (x.failed_step or '')}" for x in p.trials)
+        t.add_row(m.name, p.kv, str(p.stable_ctx or "none"), tried)
+    console.print(t)
+    t = Table(title="per-context probe (measured; predicted host total beside it)", title_justify="left")
+    for col in (
+        "model",
+        "context",
+        "load ms",
+        "e2e ms",
+        "peak RSS",
+        "predicted",
+        "model",
+        "KV",
+        "compute",
+        "result",
+    ):
+        t.add_column(col, justify="right" if col not in ("model", "result") else "left")
+    for m, p in probes:
+        for x in p.trials:
+            dev = x.memory.devices.get("CPU") if x.memory else None
+            t.add_row(
+                m.name,
+                str(x.ctx),
+                _mib(x.load_ms),
+                _mib(x.e2e_ms),
+                f"{x.peak_rss_mib:.0f}",
+                _mib(x.predicted_host_mib),
+                _mib(dev.model_mib if dev else None),
+                _mib(dev.kv_mib if dev else None),
+                _mib(dev.compute_mib if dev else None),
+                _result(x),
+            )
+    console.print(t)
+    for m, p in probes:
+        ok = [x for x in p.trials if x.ok and x.ctx == p.stable_ctx]
+        if ok:
+            x = ok[0]
+            console.print(
+                f"{m.name}: {gib(m.file_size)} ({m.bpw:.2f} BPW) at context {x.ctx}: startup "
+                f"{(x.load_ms or 0) / 1000:.1f} s, peak RSS {x.peak_rss_mib:.0f} MiB "
+                f"(anon {_mib(x.rss_anon_mib)}, file-backed {_mib(x.rss_file_mib)})",
+                highlight=False,
+            )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("context")(context)

@@ -1,0 +1,134 @@
+"""Store → `ModelEvidence`: what every earlier stage measured, per model (and remote backend).
+
+Reads only; the latest row wins where a stage was re-run with other settings. Every row read
+here already carries its provenance (build id, host fingerprint, model sha256, parameters).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from edgebench.config import Config
+from edgebench.decide.evidence import ContextEvidence, MemoryEstimate, ModelEvidence
+from edgebench.errors import ConfigError
+from edgebench.measure.context import STAGE as CONTEXT_STAGE
+from edgebench.measure.context import ContextTrial
+from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
+from edgebench.measure.crosscheck import ServerCheck
+from edgebench.measure.search import best_of
+from edgebench.measure.sweep import stored_results
+from edgebench.models.gguf import ModelInfo
+from edgebench.models.memory import plan_memory
+from edgebench.models.registry import list_models
+from edgebench.quality.runner import STAGE as QUALITY_STAGE
+from edgebench.quality.runner import QualityResult
+from edgebench.quality.score import score
+from edgebench.runtime.flags import RuntimeConfig
+from edgebench.store import Store
+
+__all__ = ["gather", "is_requantized"]
+
+REQUANT_TAG = "requant"
+
+
+def is_requantized(m: ModelInfo) -> bool:
+    return REQUANT_TAG in m.name
+
+
+def _context(trials: list[ContextTrial]) -> ContextEvidence | None:
+    if not trials:
+        return None
+    by_kv: dict[str, list[ContextTrial]] = defaultdict(list)
+    for t in trials:
+        by_kv[t.kv].append(t)
+    # The KV type probed at the most contexts is the one the user cared about.
+    ts = max(by_kv.values(), key=len)
+    ok = [t for t in ts if t.ok]
+    best = max(ok, key=lambda t: t.ctx) if ok else None
+    dev = best.memory.devices.get("CPU") if best and best.memory else None
+    return ContextEvidence(
+        stable_ctx=best.ctx if best else None,
+        tried={t.ctx: t.ok for t in ts},
+        host_total_mib=best.peak_rss_mib if best else None,
+        model_mib=dev.model_mib if dev else None,
+        kv_mib=dev.kv_mib if dev else None,
+        compute_mib=dev.compute_mib if dev else None,
+        load_s=(best.load_ms or 0) / 1000 if best and best.load_ms is not None else None,
+    )
+
+
+def _predicted(m: ModelInfo, cfg: RuntimeConfig, ctx: int) -> MemoryEstimate | None:
+    try:
+        p = plan_memory(m, cfg.model_copy(update={"ctx": min(ctx, m.ctx_train)}))
+    except ConfigError:
+        return None
+    return MemoryEstimate(
+        ctx=p.n_ctx,
+        host_total_mib=p.host_total_mib,
+        model_mib=p.model_mib + p.repack_mib,
+        kv_mib=p.kv_mib,
+        compute_mib=p.compute_mib,
+    )
+
+
+def gather(cfg: Config, store: Store, suite: str | None = None) -> list[ModelEvidence]:
+    quality: dict[str, list[QualityResult]] = defaultdict(list)
+    for r in store.rows(QUALITY_STAGE):
+        q = QualityResult.model_validate(r.record)
+        if suite is None or q.suite == suite:
+            quality[q.target].append(q)
+    checks: dict[str, ServerCheck] = {}
+    contexts: dict[str, list[ContextTrial]] = defaultdict(list)
+    for r in store.rows(CHECK_STAGE):
+        checks[r.provenance.model_sha256] = ServerCheck.model_validate(r.record)
+    for r in store.rows(CONTEXT_STAGE):
+        contexts[r.provenance.model_sha256].append(ContextTrial.model_validate(r.record))
+    out = []
+    for m in list_models(store):
+        results = stored_results(store, m.sha256)
+        bp, bt = best_of(results, "pp", 0), best_of(results, "tg", 0)
+        qs = quality.pop(m.name, [])
+        if suite is None and qs:  # one suite per model: the one it ran most
+            counts: dict[str, int] = defaultdict(int)
+            for q in qs:
+                counts[q.suite] += 1
+            top = max(counts, key=lambda s: counts[s])
+            qs = [q for q in qs if q.suite == top]
+        ctx = _context(contexts.get(m.sha256, []))
+        cfg_rt = bt.result.config if bt else RuntimeConfig()
+        pred = _predicted(m, cfg_rt, ctx.stable_ctx if ctx and ctx.stable_ctx else 4096)
+        out.append(
+            ModelEvidence(
+                name=m.name,
+                sha256=m.sha256,
+                backend="cpu",
+                file_size=m.file_size,
+                params=m.params,
+                quant=m.quant,
+                requantized=is_requantized(m),
+                chat_template=m.chat_template,
+                best_pp=bp.result if bp else None,
+                best_tg=bt.result if bt else None,
+                throughput=results,
+                server_check=checks.get(m.sha256),
+                context=ctx,
+                quality=score(qs) if qs else None,
+                predicted_memory=pred,
+            )
+        )
+    for target, qs in quality.items():  # remote backends: only quality (and its latency) is known
+        backend = target.split(":")[0]
+        if backend not in {b.name for b in cfg.backends}:
+            continue
+        out.append(
+            ModelEvidence(
+                name=target,
+                sha256=qs[0].backend_id,
+                backend=backend,
+                file_size=None,
+                params=None,
+                quant=None,
+                quality=score(qs),
+            )
+        )
+    return out
