@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "LlamaCppConfig",
     "ModelEntry",
+    "RunConfig",
     "SweepConfig",
     "load_config",
 ]
@@ -106,6 +107,23 @@ class BudgetConfig(_Strict):
     ram_tie_frac: float = Field(default=0.05, ge=0, lt=1)  # RAM closer than this is not "less" (Pareto)
 
 
+class RunConfig(_Strict):
+    """What `edgebench run` measures: lighter than each stage's own defaults, to finish in minutes."""
+
+    n_prompt: int = Field(default=128, ge=1)
+    n_gen: int = Field(default=32, ge=1)
+    ci_target: float = Field(default=0.05, gt=0, lt=1)
+    max_reps: int = Field(default=5, ge=2)
+    kv: list[str] = ["f16", "q8_0"]
+    context_kv: str = "f16"
+    context_max: int = Field(default=8192, ge=256)  # largest context the probe tries in a run
+    suite: str = "seed14"
+    suite_dirs: list[Path] = []
+    samples: int = Field(default=0, ge=0)
+    variants: bool = False  # canonical prompts only in a run; `edgebench quality` runs every variant
+    requantized_variants: bool = True  # Q4_0 / Q8_0 copies of the default model, labelled as such
+
+
 class Config(_Strict):
     data_dir: Path
     cache_dir: Path
@@ -114,6 +132,7 @@ class Config(_Strict):
     backends: list[BackendConfig] = []
     sweep: SweepConfig = SweepConfig()
     budgets: BudgetConfig = BudgetConfig()
+    run: RunConfig = RunConfig()
     source_file: Path | None = None
 
     @property
@@ -185,6 +204,7 @@ def load_config(path: Path | None = None) -> Config:
         cfg = cfg.model_copy(
             update={
                 "models": [m.model_copy(update={"path": _rel(base, m.path)}) for m in cfg.models],
+                "run": cfg.run.model_copy(update={"suite_dirs": [_rel(base, d) for d in cfg.run.suite_dirs]}),
                 "llama_cpp": cfg.llama_cpp.model_copy(
                     update={
                         "bin_dir": _rel(base, cfg.llama_cpp.bin_dir) if cfg.llama_cpp.bin_dir else None,

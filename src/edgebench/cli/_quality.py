@@ -33,7 +33,7 @@ from edgebench.runtime.server import ServerFailed
 from edgebench.setup import ensure_models, ensure_runtime
 from edgebench.store import Provenance, Store
 
-__all__ = ["app"]
+__all__ = ["app", "managed_target", "render_score", "run_with_progress"]
 
 
 class _DefaultToRun(TyperGroup):
@@ -117,8 +117,8 @@ def quality_run(
                 be, target = _remote(cfg, job, host, timeout, stall)
                 stack.callback(be.close)
             else:
-                be, target = _managed(stack, cfg, store, host, job[0], job[1], timeout, stall)
-            results = _run_with_progress(store, be, target, s, settings)
+                be, target = managed_target(stack, cfg, store, host, job[0], job[1], timeout, stall)
+            results = run_with_progress(store, be, target, s, settings)
         scores.append(score(results))
     if json_:
         emit_json({"suite": s.name, "digest": s.digest, "settings": settings, "scores": scores})
@@ -127,7 +127,7 @@ def quality_run(
         render_score(sc)
 
 
-def _managed(
+def managed_target(
     stack: ExitStack,
     cfg: Config,
     store: Store,
@@ -152,10 +152,11 @@ def _managed(
     )
 
 
-def _run_with_progress(
+def run_with_progress(
     store: Store, be: Backend, target: Target, s: Suite, settings: QualitySettings
 ) -> list[QualityResult]:
-    total = sum(len(i.prompts()) for i in s.items) * (settings.samples + 1)
+    prompts = sum(len(i.prompts()) if settings.variants else 1 for i in s.items)
+    total = prompts * (settings.samples + 1)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

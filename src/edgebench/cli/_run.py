@@ -1,20 +1,38 @@
-"""`edgebench run`: the whole pipeline, resuming what is stored.
+"""`edgebench run`: the whole pipeline, resuming anything already stored.
 
-Today: set-up (llama.cpp present, models present) → doctor → throughput sweep (adaptive, with
-the llama-server cross-check). Later stages (context, quality, rank, report) slot in here.
+doctor → models (+ requantized variants of the default) → plan → sweep → context → quality →
+rank → route → report. Each stage reads what the earlier ones stored; the run's own settings
+(`[run]` in edgebench.toml) are lighter than the stand-alone commands' so a fresh machine gets a
+complete report in minutes. Where the time went is printed at the end (and in --json).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgebench.cli._common import console, emit_json, err_console, state
-from edgebench.cli._render import render_host, render_model, render_runtime
+from edgebench.cli._context import render_context
+from edgebench.cli._decide import decide_all, render_ranking, render_routing
+from edgebench.cli._quality import managed_target, render_score, run_with_progress
+from edgebench.cli._render import render_host, render_models, render_runtime
 from edgebench.cli._sweep import render_outcome, settings_for, sweep_with_progress
-from edgebench.host.probe import probe_host
+from edgebench.errors import ConfigError
+from edgebench.host.probe import HostInfo, probe_host
+from edgebench.measure.context import candidates, probe_context
 from edgebench.measure.space import default_space
 from edgebench.measure.sweep import recommended
+from edgebench.models.default import DEFAULT_MODEL_NAME
+from edgebench.models.memory import plan_memory
+from edgebench.models.variants import requantized_variants
+from edgebench.quality.runner import QualitySettings
+from edgebench.quality.score import score
+from edgebench.quality.suite import load_suite
+from edgebench.runtime.flags import RuntimeConfig
 from edgebench.setup import ensure_models, ensure_runtime
 
 __all__ = ["register"]
@@ -26,14 +44,26 @@ def run(
 ) -> None:
     """Set up (build llama.cpp, install the default model) and measure everything not yet stored."""
     cfg, store = state.config, state.store
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    rc = cfg.run
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        timings[name] = round(timings.get(name, 0.0) + time.monotonic() - t0, 1)
+
+    with (
+        stage("setup"),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("llama.cpp: locating", total=100)
         runtime = ensure_runtime(
             cfg,
@@ -43,23 +73,74 @@ def run(
         )
         bar.update(task, completed=100, description="models: assembling / reading metadata")
         models = ensure_models(cfg, store)
+        if not cfg.models and rc.requantized_variants:
+            bar.update(task, description="models: requantized Q4_0 / Q8_0 variants (llama-quantize)")
+            models += requantized_variants(store, runtime, models[0], cfg.models_dir)
         bar.update(task, description="host: probing (bandwidth test)")
         host = probe_host(measure_bandwidth=not no_bandwidth)
     store.put_host(host.fingerprint, host)
     store.put_runtime(runtime.build_id, runtime)
 
-    space = default_space(host, cfg.sweep)
-    outcomes = sweep_with_progress(
-        store,
-        runtime,
-        host,
-        models,
-        space,
-        settings_for(cfg, host),
-        "adaptive",
-        server_check=True,
-        log_dir=cfg.data_dir / "logs",
-    )
+    with stage("plan"):
+        plans = {
+            m.name: plan_memory(m, _base(host).model_copy(update={"ctx": min(rc.context_max, m.ctx_train)}))
+            for m in models
+        }
+    with stage("sweep"):
+        space = default_space(host, cfg.sweep, kv=rc.kv, n_prompt=rc.n_prompt, n_gen=rc.n_gen)
+        settings = settings_for(cfg, host, ci=rc.ci_target, max_reps=rc.max_reps)
+        outcomes = sweep_with_progress(
+            store,
+            runtime,
+            host,
+            models,
+            space,
+            settings,
+            "adaptive",
+            server_check=True,
+            log_dir=cfg.data_dir / "logs",
+        )
+    budget = float(host.ram_total_mib - cfg.budgets.ram_reserve_mib)
+    probes = []
+    with stage("context"):
+        for m, o, _ in outcomes:
+            best = o.best_tg.result.config if o.best_tg else _base(host)
+            base = best.model_copy(
+                update={"cache_type_k": rc.context_kv, "cache_type_v": rc.context_kv, "flash_attn": "on"}
+            )
+            ctxs = [c for c in candidates(m.ctx_train) if c <= rc.context_max] or [min(2048, m.ctx_train)]
+            err_console.print(f"context probe: {m.name} (contexts {ctxs})", highlight=False)
+            probes.append(
+                (
+                    m,
+                    probe_context(
+                        store,
+                        runtime,
+                        host,
+                        m,
+                        base,
+                        budget_mib=budget,
+                        swap_limit_mib=float(cfg.budgets.swap_growth_mib),
+                        n_decode=16,
+                        log_dir=cfg.data_dir / "logs",
+                        ctx_list=ctxs,
+                    ),
+                )
+            )
+    scores = []
+    with stage("quality"):
+        suite = load_suite(rc.suite, rc.suite_dirs)
+        qs = QualitySettings(samples=rc.samples, variants=rc.variants)
+        for m in models:
+            with ExitStack() as stack:
+                try:
+                    be, target = managed_target(stack, cfg, store, host, runtime, m, 300.0, 60.0)
+                except ConfigError as exc:  # a server that will not start is a finding, not a crash
+                    err_console.print(f"quality: {exc}", highlight=False)
+                    continue
+                scores.append(score(run_with_progress(store, be, target, suite, qs)))
+    with stage("decide+report"):
+        _, ranking, routing, routing_json, md, html = decide_all(cfg, store, host, suite.name, runtime)
     if json_:
         emit_json(
             {
@@ -67,6 +148,8 @@ def run(
                 "runtime": runtime,
                 "models": models,
                 "store": str(cfg.store_path),
+                "plans": plans,
+                "timings_s": timings,
                 "sweeps": [
                     {
                         "model": m.name,
@@ -81,16 +164,38 @@ def run(
                     }
                     for m, o, c in outcomes
                 ],
+                "context": [p for _, p in probes],
+                "quality": scores,
+                "ranking": ranking,
+                "routing": routing,
+                "report": {"html": str(html), "markdown": str(md), "routing": str(routing_json)},
             }
         )
         return
     render_host(console, host)
     render_runtime(console, runtime)
-    for m in models:
-        render_model(console, m)
+    render_models(console, models)
     for m, o, c in outcomes:
         render_outcome(m, o, c, host.bandwidth_gbs)
-    console.print(f"stored in {cfg.store_path}", highlight=False)
+    render_context(probes, budget)
+    for sc in scores:
+        render_score(sc)
+    render_ranking(ranking)
+    render_routing(routing)
+    spent = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    console.print(f"time: {spent} (total {sum(timings.values()):.0f} s)", highlight=False)
+    console.print(f"report: {html}\nrouting: {routing_json}\nstore: {cfg.store_path}", highlight=False)
+    if any(m.name == DEFAULT_MODEL_NAME for m in models):
+        console.print(
+            "note: gemma-3-270m is a base model (no chat template): its quality ran in completion "
+            "mode, and the -requant- variants were made with llama-quantize --allow-requantize.",
+            highlight=False,
+        )
+
+
+def _base(host: HostInfo) -> RuntimeConfig:
+    """Before the sweep knows better: every big core, llama.cpp's defaults otherwise."""
+    return RuntimeConfig(threads=max(1, len(host.big_cpus) or host.n_cpus))
 
 
 def register(app: typer.Typer) -> None:

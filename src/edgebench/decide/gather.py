@@ -28,11 +28,9 @@ from edgebench.store import Store
 
 __all__ = ["gather", "is_requantized"]
 
-REQUANT_TAG = "requant"
-
 
 def is_requantized(m: ModelInfo) -> bool:
-    return REQUANT_TAG in m.name
+    return "-requant-" in m.name  # the name edgebench.models.variants gives its llama-quantize copies
 
 
 def _context(trials: list[ContextTrial]) -> ContextEvidence | None:

@@ -47,6 +47,7 @@ class QualitySettings(BaseModel):
     temperature: float = 0.7
     seed: int = 1234
     max_tokens: int = 384
+    variants: bool = True  # False: canonical prompts only (a quick pass, e.g. inside `edgebench run`)
 
 
 class Target(BaseModel):
@@ -130,7 +131,7 @@ def _runs(suite: Suite, settings: QualitySettings) -> list[tuple[Item, int, int]
     out = []
     for sample in range(settings.samples + 1):
         for item in suite.items:
-            for variant in range(len(item.prompts())):
+            for variant in range(len(item.prompts()) if settings.variants else 1):
                 out.append((item, variant, sample))
     return out
 
