@@ -11,6 +11,7 @@ from edgebench.cli import _context as _context
 from edgebench.cli import _decide as _decide
 from edgebench.cli import _doctor as _doctor
 from edgebench.cli import _models as _models
+from edgebench.cli import _plan as _plan
 from edgebench.cli import _quality as _quality
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
@@ -21,6 +22,7 @@ from edgebench.errors import EdgebenchError
 __all__ = ["app", "main"]
 
 _doctor.register(app)
+_plan.register(app)
 _sweep.register(app)
 _context.register(app)
 _decide.register(app)

@@ -1,0 +1,47 @@
+"""`edgebench plan`: predictions labelled as such, the inverse --fit, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import edgebench
+
+
+def test_plan_json_is_labelled_predicted(gemma_path: Path) -> None:
+    r = edgebench("plan", str(gemma_path), "--ctx", "8192", "--kv", "q8_0", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["plan"]
+    assert p["predicted"] is True and p["n_ctx"] == 8192
+    # gemma-3: 15 SWA layers keep ~window-sized caches, only 3 global layers grow with context
+    assert 0 < p["kv_swa_mib"] < p["kv_mib"]
+    bigger = json.loads(edgebench("plan", str(gemma_path), "--ctx", "32768", "--kv", "q8_0", "--json").stdout)
+    assert bigger["plan"]["kv_mib"] - bigger["plan"]["kv_swa_mib"] == pytest.approx(
+        4 * (p["kv_mib"] - p["kv_swa_mib"]), rel=0.01
+    )
+
+
+def test_fit_is_monotone_in_kv_type(gemma_path: Path) -> None:
+    r = edgebench("plan", str(gemma_path), "--fit", "--budget-gib", "0.36", "--json")
+    assert r.returncode == 0, r.stderr
+    fit = json.loads(r.stdout)["fit"]
+    assert fit["q4_0"] >= fit["q8_0"] >= fit["f16"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--ctx", "0"], "--ctx 0: llama.cpp reads 0"),
+        (["--ctx", "99999"], "above gemma-3-270m"),
+        (["--kv", "q3_k"], "--kv 'q3_k': unknown KV cache type"),
+        (["--kv-layers", "0-40:q8_0"], "layer 40 does not exist"),
+        (["--fit"], "--fit needs --budget-gib"),
+    ],
+)
+def test_bad_inputs(gemma_path: Path, args: list[str], needle: str) -> None:
+    edgebench("models", "add", str(gemma_path), "--name", "gemma-3-270m-q4_k_m")
+    r = edgebench("plan", "gemma-3-270m-q4_k_m", *args)
+    assert r.returncode == 1, r.stdout
+    assert needle in r.stderr and "Traceback" not in r.stderr
