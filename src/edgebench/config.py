@@ -115,6 +115,7 @@ class RunConfig(_Strict):
     ci_target: float = Field(default=0.05, gt=0, lt=1)
     max_reps: int = Field(default=5, ge=2)
     kv: list[str] = ["f16", "q8_0"]
+    flash_attn: list[Literal["on", "off", "auto"]] = ["on"]
     context_kv: str = "f16"
     context_max: int = Field(default=8192, ge=256)  # largest context the probe tries in a run
     suite: str = "seed14"

@@ -87,7 +87,9 @@ def run(
             for m in models
         }
     with stage("sweep"):
-        space = default_space(host, cfg.sweep, kv=rc.kv, n_prompt=rc.n_prompt, n_gen=rc.n_gen)
+        space = default_space(
+            host, cfg.sweep, kv=rc.kv, fa=rc.flash_attn, n_prompt=rc.n_prompt, n_gen=rc.n_gen
+        )
         settings = settings_for(cfg, host, ci=rc.ci_target, max_reps=rc.max_reps)
         outcomes = sweep_with_progress(
             store,

@@ -226,15 +226,13 @@ def _tensors(path: str, size: int) -> tuple[tuple[str, str, tuple[int, ...], int
     return tuple((t.name, t.ggml_type, t.shape, t.n_bytes) for t in header.tensors)
 
 
-def _weights(model: ModelInfo, rules: dict[str, int], no_repack: bool) -> tuple[int, int, bool]:
+def _weights(model: ModelInfo, rules: dict[str, int]) -> tuple[int, int, bool]:
     """(all tensor bytes, bytes repacked into CPU_REPACK, exact) for this host class."""
     p = Path(model.path)
     tensors = _tensors(str(p), p.stat().st_size) if p.is_file() else None
-    total = sum(model.tensor_bytes.values())
-    if no_repack or not rules:
-        return total, 0, True
-    if tensors is None:  # hand-made ModelInfo: by type only; the embedding may be counted
-        return total, sum(b for t, b in model.tensor_bytes.items() if t in rules), False
+    if tensors is None:  # hand-made ModelInfo: by type only, so the embedding may be counted
+        repack = sum(b for t, b in model.tensor_bytes.items() if t in rules)
+        return sum(model.tensor_bytes.values()), repack, not repack
     total = sum(_pad(b, 32) for *_, b in tensors)  # GGUF aligns every tensor to 32 bytes
     repack = sum(
         b
@@ -502,9 +500,8 @@ def plan_memory(
             rs_bytes = row * 4 * max(1, n_seq) * len(recurrent)
 
     # weights
-    rules = HOST_ARCHES[host_key]
     no_repack = _has_flag(cfg, "-nr", "--no-repack")
-    total_w, repack_w, exact = _weights(model, rules, no_repack)
+    total_w, repack_w, exact = _weights(model, {} if no_repack else HOST_ARCHES[host_key])
     if not exact:
         notes.append("repack size from tensor types only (file not readable): an upper bound")
     model_w = total_w if cfg.mmap else total_w - repack_w  # the mapped range spans repacked tensors too
