@@ -132,7 +132,9 @@ def test_runtime_show_json(runtime: Runtime) -> None:
 def test_run_measures_and_resumes(runtime: Runtime, tiny_model: Path, tmp_path: Path) -> None:
     (tmp_path / "edgebench.toml").write_text(
         f'[[models]]\npath = "{tiny_model}"\nname = "tiny"\n\n'
-        '[sweep]\nthreads = [1]\nkv = ["f16", "q8_0"]\nflash_attn = ["on"]\nn_prompt = 32\nn_gen = 16\n'
+        "[sweep]\nthreads = [1]\n\n"
+        '[run]\nkv = ["f16", "q8_0"]\nn_prompt = 32\nn_gen = 16\ncontext_max = 2048\nsuite = "mini"\n'
+        f'suite_dirs = ["{FIXTURES / "suites"}"]\n'
     )
     r = edgebench("run", "--json", "--no-bandwidth", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.runtime.locate import Runtime
-from helpers import edgebench
+from helpers import FIXTURES, edgebench
 
 pytestmark = [pytest.mark.llama, pytest.mark.gemma]
 
@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.llama, pytest.mark.gemma]
 def test_run_on_default_model(runtime: Runtime, gemma_path: Path, _data_home: Path, tmp_path: Path) -> None:
     # The default model and set-up exactly as `make run`; a narrower sweep keeps the test short.
     (tmp_path / "edgebench.toml").write_text(
-        '[sweep]\nthreads = [1, 2]\nkv = ["f16"]\nflash_attn = ["on"]\nn_prompt = 128\nn_gen = 32\n'
+        "[sweep]\nthreads = [1, 2]\n\n"
+        '[run]\nkv = ["f16"]\nn_prompt = 128\nn_gen = 32\ncontext_max = 4096\nsuite = "mini"\n'
+        f'suite_dirs = ["{FIXTURES / "suites"}"]\nrequantized_variants = false\n'
     )
     r = edgebench("run", "--json", timeout=900, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
