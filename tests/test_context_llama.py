@@ -22,15 +22,15 @@ pytestmark = pytest.mark.llama
 
 @pytest.fixture(scope="module")
 def long_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # a wider KV (8 KV heads × 64 dims) so memory visibly grows with context
+    # a wider KV (4 layers × 4 KV heads × 64 dims: 4 KiB per position in f16) so memory visibly grows
     return write_tiny_llama(
         tmp_path_factory.mktemp("ctx") / "long.gguf",
         n_layer=4,
-        n_embd=512,
-        n_head=8,
-        n_head_kv=8,
-        n_ff=512,
-        ctx_train=32768,
+        n_embd=256,
+        n_head=4,
+        n_head_kv=4,
+        n_ff=256,
+        ctx_train=16384,
     )
 
 
@@ -48,19 +48,19 @@ def test_probe_finds_the_limit_under_a_small_budget(
     m = read_model_info(long_model)
     base = RuntimeConfig(threads=2, cache_type_k="f16", cache_type_v="f16", flash_attn="on")
     roomy = probe_context(store, runtime, host, m, base, budget_mib=20000, log_dir=tmp_path, n_decode=8)
-    assert roomy.stable_ctx == 32768
+    assert roomy.stable_ctx == 16384
     rss = {t.ctx: t.peak_rss_mib for t in roomy.trials}
     assert all(t.ok and t.decoded == 8 and t.memory is not None for t in roomy.trials)
     kv = {t.ctx: t.memory.devices["CPU"].kv_mib for t in roomy.trials if t.memory}
-    assert kv[32768] == pytest.approx(4 * kv[8192], rel=0.02)  # KV grows linearly with context
-    # a budget between what 8k and 32k need: the probe must stop below 32k and say why
-    budget = (rss[8192] + rss[32768]) / 2
+    assert kv[16384] == pytest.approx(2 * kv[8192], rel=0.02)  # KV grows linearly with context
+    # a budget between what 8k and 16k need: the probe must stop below 16k and say why
+    budget = (rss[8192] + rss[16384]) / 2
     store2 = Store(tmp_path / "s2.sqlite")
     tight = probe_context(store2, runtime, host, m, base, budget_mib=budget, log_dir=tmp_path, n_decode=8)
-    assert tight.stable_ctx is not None and 8192 <= tight.stable_ctx < 32768
+    assert tight.stable_ctx == 8192
     failed = [t for t in tight.trials if not t.ok]
     assert failed and all(t.failed_step == "ram" for t in failed)
-    assert len(tight.trials) <= 3  # binary search over 5 candidates, not a ladder
+    assert len(tight.trials) <= 3  # binary search over 4 candidates, not a ladder
     # resumable: the same probe again measures nothing new
     again = probe_context(store2, runtime, host, m, base, budget_mib=budget, log_dir=tmp_path, n_decode=8)
     assert all(t.resumed for t in again.trials)
@@ -69,7 +69,7 @@ def test_probe_finds_the_limit_under_a_small_budget(
 def test_bad_inputs(runtime: Runtime, long_model: Path, tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     m = read_model_info(long_model)
-    with pytest.raises(ConfigError, match="ctx_train 32768"):
+    with pytest.raises(ConfigError, match="ctx_train 16384"):
         probe_context(
             store,
             runtime,
@@ -83,7 +83,7 @@ def test_bad_inputs(runtime: Runtime, long_model: Path, tmp_path: Path) -> None:
     for args, needle in (
         (["--ctx", "0"], "contexts must be > 0"),
         (["--kv", "q3"], "unknown KV cache type"),
-        (["--ctx", "65536"], "ctx_train 32768"),
+        (["--ctx", "65536"], "ctx_train 16384"),
     ):
         r = edgebench("context", str(long_model), *args)
         assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr

@@ -58,13 +58,17 @@ _PAD = 256  # GGML_PAD(n_ctx, 256) in llama_context, and the iSWA cache padding
 _MAX_SEQ = 256  # LLAMA_MAX_SEQ
 DEFAULT_KV_TYPES = ("f16", "q8_0", "q4_0")
 
-# Host RSS beyond llama.cpp's own buffers: binary, libraries, threads, HTTP server, plus the
-# vocabulary (token strings, maps, token-to-piece cache, a sampler's n_vocab candidates).
-# Fitted on the peak RSS of llama-server runs of this build serving one prompt (x86-64,
-# bench/planner_accuracy.py): 18.0-20.8 MiB beyond buffers + work with a 476-token vocabulary,
-# 65.0-69.9 MiB with gemma-3's 262,144 tokens.
-_OVERHEAD_BASE = int(19.5 * MiB)
-_OVERHEAD_PER_VOCAB = 192
+# Host RSS beyond llama.cpp's buffers: binary, libraries, threads, the HTTP server, the vocabulary
+# (token strings, maps, token-to-piece cache, a sampler's n_vocab candidates) and the KV cells'
+# bookkeeping (llama_kv_cells: pos, ext, shift and a 256-bit sequence set per cell, 48 B; the
+# `used` and `seq_pos` tree nodes of a filled cell, ~88 B). Base and per-token figures fitted on
+# the peak RSS of llama-server runs of this build serving one text prompt (x86-64,
+# bench/planner_accuracy.py): 17.2-19.9 MiB beyond buffers + work with a 476-token vocabulary,
+# 63.7-69.2 MiB with gemma-3's 262,144 tokens.
+_OVERHEAD_BASE = int(17.1 * MiB)
+_OVERHEAD_PER_VOCAB = 193
+_OVERHEAD_PER_CELL = 48
+_OVERHEAD_PER_USED_CELL = 88
 
 # Tensor types ggml-cpu re-lays out into CPU_REPACK, with the row multiple each needs (ne[1] % n),
 # per host class: x86-64 with AVX2 (AVX-512 adds Q2_K), and arm64 with NEON dotprod (Cortex-A76:
@@ -560,6 +564,16 @@ def plan_memory(
     if recurrent:
         notes.append("compute buffer: the SSM term is checked on synthetic Jamba models only")
 
+    # cells: every stream of every cache; used: what a single prompt of tokens_in_cache fills
+    cells = sum(size * n_stream for size in kv_sizes)
+    filled = n_ctx_seq if tokens_in_cache is None else min(tokens_in_cache, n_ctx_seq)
+    used = sum(min(size, filled) for size in kv_sizes)
+    overhead = (
+        _OVERHEAD_BASE
+        + _OVERHEAD_PER_VOCAB * model.n_vocab
+        + _OVERHEAD_PER_CELL * cells
+        + _OVERHEAD_PER_USED_CELL * used
+    )
     per_seq_state = (rs_bytes + kv_swa_bytes) // n_seq  # one slot's share
     return MemoryPlan(
         model=model.name,
@@ -580,7 +594,7 @@ def plan_memory(
         compute_mib=compute / MiB,
         output_mib=output_bytes / MiB,
         work_mib=work / MiB,
-        overhead_mib=(_OVERHEAD_BASE + _OVERHEAD_PER_VOCAB * model.n_vocab) / MiB,
+        overhead_mib=overhead / MiB,
         checkpoint_mib=per_seq_state / MiB,
         layers=layers,
         notes=notes,
