@@ -11,11 +11,12 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgebench.config import Config, load_config
 from edgebench.store import Store
 
-__all__ = ["State", "app", "console", "emit_json", "err_console", "state"]
+__all__ = ["State", "app", "console", "counting_progress", "emit_json", "err_console", "state"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -75,3 +76,15 @@ def emit_json(obj: BaseModel | dict[str, Any] | list[Any]) -> None:
 
 def _encode(o: object) -> Any:
     return o.model_dump(mode="json") if isinstance(o, BaseModel) else str(o)
+
+
+def counting_progress() -> Progress:
+    """The progress display for counted work (sweep points, quality replies): bar, n/N, ETA."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )

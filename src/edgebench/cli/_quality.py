@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
 from edgebench.backends.base import Backend
 from edgebench.backends.managed import ManagedLlamaServer
 from edgebench.backends.openai import OpenAICompatible
-from edgebench.cli._common import console, emit_json, err_console, state
+from edgebench.cli._common import console, counting_progress, emit_json, state
 from edgebench.config import BackendConfig, Config
 from edgebench.errors import ConfigError, EdgebenchError
 from edgebench.host.probe import HostInfo, probe_host
@@ -157,14 +156,7 @@ def run_with_progress(
 ) -> list[QualityResult]:
     prompts = sum(len(i.prompts()) if settings.variants else 1 for i in s.items)
     total = prompts * (settings.samples + 1)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with counting_progress() as bar:
         task = bar.add_task(f"{target.label} · {s.name}", total=total)
         return run_suite(
             store,

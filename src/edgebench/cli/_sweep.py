@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
 from rich.table import Table
 
-from edgebench.cli._common import console, emit_json, err_console, state
+from edgebench.cli._common import console, counting_progress, emit_json, err_console, state
 from edgebench.cli._render import gib
 from edgebench.config import Config
 from edgebench.errors import ConfigError
@@ -156,14 +156,7 @@ def sweep_with_progress(
 ) -> list[Outcome]:
     """The sweep stage for every model, with one progress bar (and ETA) per model."""
     outcomes: list[Outcome] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with counting_progress() as bar:
         for m in targets:
             task = bar.add_task(f"{m.name}", total=plan_size(space, mode))
 
