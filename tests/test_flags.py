@@ -11,6 +11,7 @@ from edgebench.runtime.flags import (
     cpu_list,
     cpu_mask_hex,
     parse_cpus,
+    quantize_argv,
     server_argv,
 )
 
@@ -146,3 +147,8 @@ def test_test_names_follow_llama_bench() -> None:
     assert BenchTest(n_prompt=0, n_gen=128).name == "tg128"
     assert BenchTest(n_prompt=512, n_gen=0, depth=4096).name == "pp512 @ d4096"
     assert BenchTest(n_prompt=512, n_gen=128).name == "pp512+tg128"
+
+
+def test_quantize_argv() -> None:
+    assert quantize_argv("q", "in.gguf", "out.gguf", "Q4_0") == ["q", "in.gguf", "out.gguf", "Q4_0"]
+    assert quantize_argv("q", "a", "b", "Q8_0", allow_requantize=True)[1] == "--allow-requantize"

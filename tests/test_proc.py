@@ -112,6 +112,7 @@ def test_kill_group_escalates_to_sigkill() -> None:
         ]
     )
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    assert os.getpgid(p.pid) == p.pid != os.getpgid(os.getpid())  # it leads a group of its own
     t0 = time.monotonic()
     proc.kill_group(p, grace_s=0.5)
     assert p.returncode == -signal.SIGKILL
@@ -119,7 +120,6 @@ def test_kill_group_escalates_to_sigkill() -> None:
     assert p.stderr is not None
     p.stderr.close()
     assert time.monotonic() - t0 < 5
-    assert os.getpgid(os.getpid()) != p.pid  # it really had its own group
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,10 @@ from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
 from edgebench.measure.context import ContextProbe, ContextTrial, probe_context
-from edgebench.measure.search import best_of
-from edgebench.measure.sweep import stored_results
+from edgebench.measure.sweep import serving_config
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
-from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
+from edgebench.runtime.flags import KV_TYPES
 from edgebench.setup import ensure_models, ensure_runtime
 
 __all__ = ["register"]
@@ -65,9 +64,7 @@ def context(
     ) as bar:
         for m in targets:
             task = bar.add_task(f"{m.name}: binary search over contexts (kv {kv})")
-            best = best_of(stored_results(store, m.sha256), "tg", 0)
-            base = best.result.config if best else RuntimeConfig(threads=max(1, len(host.big_cpus) or 1))
-            base = base.model_copy(
+            base = serving_config(store, m, host).model_copy(
                 update={
                     "cache_type_k": kv,
                     "cache_type_v": kv,

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgebench.cli._common import console, emit_json, state
 from edgebench.errors import ConfigError
+from edgebench.host.probe import probe_host
 from edgebench.models.memory import MemoryPlan, fit_context, parse_kv_layers, plan_memory
 from edgebench.models.registry import list_models, resolve_model
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
@@ -128,6 +129,7 @@ def _render_plan(p: MemoryPlan) -> None:
 def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
     """Start llama-server per grid point, read its own buffer lines, compare with the plan."""
     runtime = ensure_runtime(state.config)
+    fingerprint = probe_host().fingerprint
     rows = []
     for m in models:
         for ctx in (2048, 8192):
@@ -139,6 +141,8 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                         continue  # quantized V needs flash attention
                     cfg = RuntimeConfig(threads=2, ctx=ctx, cache_type_k=kvt, cache_type_v=kvt, flash_attn=fa)
                     p = plan_memory(m, cfg)
+                    # RSS is sampled right after load, with nothing in the cache: predict that state.
+                    at_load = plan_memory(m, cfg, tokens_in_cache=1).host_total_mib
                     log = log_dir / f"plan-check-{m.name}-{cfg.key()}.log"
                     log_dir.mkdir(parents=True, exist_ok=True)
                     try:
@@ -158,7 +162,7 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                         "model": p.model_mib,
                         "kv": p.kv_mib,
                         "compute": p.compute_mib,
-                        "rss": p.host_total_mib,
+                        "rss": at_load,
                     }
                     err = {b: (100 * (pred[b] - mv) / mv if mv else None) for b, mv in meas.items()}
                     rows.append(
@@ -174,7 +178,9 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                     )
                     state.store.put(
                         "plan_check",
-                        Provenance(build_id=runtime.build_id, host_fingerprint="-", model_sha256=m.sha256),
+                        Provenance(
+                            build_id=runtime.build_id, host_fingerprint=fingerprint, model_sha256=m.sha256
+                        ),
                         {"runtime": cfg.model_dump(mode="json")},
                         rows[-1],
                     )

@@ -19,14 +19,12 @@ from edgebench.cli._common import console, counting_progress, emit_json, state
 from edgebench.config import BackendConfig, Config
 from edgebench.errors import ConfigError, EdgebenchError
 from edgebench.host.probe import HostInfo, probe_host
-from edgebench.measure.search import best_of
-from edgebench.measure.sweep import stored_results
+from edgebench.measure.sweep import serving_config
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
 from edgebench.quality.runner import STAGE, QualityResult, QualitySettings, Target, run_suite
 from edgebench.quality.score import SuiteScore, compare, score
 from edgebench.quality.suite import Suite, list_suites, load_suite
-from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.server import ServerFailed
 from edgebench.setup import ensure_models, ensure_runtime
@@ -56,14 +54,6 @@ app = typer.Typer(
 def _quality(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
         ctx.invoke(quality_run)
-
-
-def _sweep_config(store: Store, model: ModelInfo, host: HostInfo) -> RuntimeConfig:
-    """The best decode config the sweep stored for this model, else sensible defaults."""
-    best = best_of(stored_results(store, model.sha256), "tg", 0)
-    threads = max(1, len(host.big_cpus) or host.n_cpus)
-    cfg = best.result.config if best else RuntimeConfig(threads=threads)
-    return cfg.model_copy(update={"ctx": 4096})
 
 
 def _remote(cfg: Config, name: str, host: HostInfo, timeout: float, stall: float) -> tuple[Backend, Target]:
@@ -136,7 +126,7 @@ def managed_target(
     timeout: float,
     stall: float,
 ) -> tuple[Backend, Target]:
-    rc = _sweep_config(store, model, host)
+    rc = serving_config(store, model, host).model_copy(update={"ctx": 4096})
     mgr = ManagedLlamaServer(runtime, model, rc, cfg.data_dir / "logs", timeout_s=timeout, stall_s=stall)
     try:
         be = stack.enter_context(mgr)
@@ -236,7 +226,10 @@ def quality_compare(
     """Paired comparison on the same items: McNemar on greedy verdicts, bootstrap on the score."""
     store = state.store
     ra, rb = _stored(store, a, suite), _stored(store, b, suite)
-    c = compare(ra, rb)
+    try:
+        c = compare(ra, rb)
+    except ValueError as exc:  # e.g. no item in common: a user error, not a crash
+        raise ConfigError(f"quality compare {a} {b}: {exc}") from None
     if json_:
         emit_json(c)
         return

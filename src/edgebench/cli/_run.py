@@ -22,17 +22,16 @@ from edgebench.cli._quality import managed_target, render_score, run_with_progre
 from edgebench.cli._render import render_host, render_models, render_runtime
 from edgebench.cli._sweep import render_outcome, settings_for, sweep_with_progress
 from edgebench.errors import ConfigError
-from edgebench.host.probe import HostInfo, probe_host
+from edgebench.host.probe import probe_host
 from edgebench.measure.context import candidates, probe_context
 from edgebench.measure.space import default_space
-from edgebench.measure.sweep import recommended
+from edgebench.measure.sweep import host_default_config, recommended
 from edgebench.models.default import DEFAULT_MODEL_NAME
 from edgebench.models.memory import plan_memory
 from edgebench.models.variants import requantized_variants
 from edgebench.quality.runner import QualitySettings
 from edgebench.quality.score import score
 from edgebench.quality.suite import load_suite
-from edgebench.runtime.flags import RuntimeConfig
 from edgebench.setup import ensure_models, ensure_runtime
 
 __all__ = ["register"]
@@ -83,7 +82,9 @@ def run(
 
     with stage("plan"):
         plans = {
-            m.name: plan_memory(m, _base(host).model_copy(update={"ctx": min(rc.context_max, m.ctx_train)}))
+            m.name: plan_memory(
+                m, host_default_config(host).model_copy(update={"ctx": min(rc.context_max, m.ctx_train)})
+            )
             for m in models
         }
     with stage("sweep"):
@@ -106,7 +107,7 @@ def run(
     probes = []
     with stage("context"):
         for m, o, _ in outcomes:
-            best = o.best_tg.result.config if o.best_tg else _base(host)
+            best = o.best_tg.result.config if o.best_tg else host_default_config(host)
             base = best.model_copy(
                 update={"cache_type_k": rc.context_kv, "cache_type_v": rc.context_kv, "flash_attn": "on"}
             )
@@ -193,11 +194,6 @@ def run(
             "mode, and the -requant- variants were made with llama-quantize --allow-requantize.",
             highlight=False,
         )
-
-
-def _base(host: HostInfo) -> RuntimeConfig:
-    """Before the sweep knows better: every big core, llama.cpp's defaults otherwise."""
-    return RuntimeConfig(threads=max(1, len(host.big_cpus) or host.n_cpus))
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ context is stored with its timings, llama.cpp's own memory breakdown and the fai
 
 from __future__ import annotations
 
-import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from edgebench.models.memory import plan_memory
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
-from edgebench.runtime.server import ServerFailed, ServerProcess
+from edgebench.runtime.server import ServerFailed, ServerProcess, fixed_completion
 from edgebench.store import Provenance, Store, result_key
 
 __all__ = ["STAGE", "ContextProbe", "ContextTrial", "candidates", "probe_context"]
@@ -167,16 +166,7 @@ class _Prober:
         try:
             srv.start()
             load_ms = (srv.startup_s or 0) * 1000
-            rng = random.Random(ctx_seed(cfg.ctx))
-            lo = min(1000, max(10, self.model.n_vocab // 10))
-            body = {
-                "prompt": [rng.randrange(lo, self.model.n_vocab) for _ in range(n_prompt)],
-                "n_predict": self.n_decode,
-                "cache_prompt": False,
-                "ignore_eos": True,
-                "samplers": ["top_k"],
-                "top_k": 1,
-            }
+            body = fixed_completion(n_prompt, self.n_decode, self.model.n_vocab, seed=cfg.ctx)
             t0 = time.monotonic()
             try:
                 r = srv.client.post("/completion", json=body, timeout=httpx.Timeout(3600, connect=5))
@@ -234,10 +224,6 @@ class _Prober:
             host_fingerprint=self.host.fingerprint,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-
-
-def ctx_seed(ctx: int) -> int:
-    return 1000 + ctx
 
 
 def probe_context(

@@ -9,7 +9,6 @@ The server decodes after the prompt, i.e. at depth n_prompt; llama-bench's tg128
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
-from edgebench.runtime.server import ServerFailed, ServerProcess
+from edgebench.runtime.server import ServerFailed, ServerProcess, fixed_completion
 from edgebench.stats import summarize
 
 __all__ = ["ServerCheck", "server_crosscheck"]
@@ -47,13 +46,6 @@ class ServerCheck(BaseModel):
     peak_rss_mib: float
 
 
-def _prompt_ids(n: int, n_vocab: int, seed: int) -> list[int]:
-    # Random ids, not one repeated token (a repeated token biases MoE routing, llama.cpp #6069).
-    rng = random.Random(seed)
-    lo = min(1000, max(10, n_vocab // 10))
-    return [rng.randrange(lo, n_vocab) for _ in range(n)]
-
-
 def server_crosscheck(
     runtime: Runtime,
     model: ModelInfo,
@@ -77,15 +69,7 @@ def server_crosscheck(
         with srv:
             startup = srv.startup_s
             for i in range(reps + 1):  # the first request warms caches and is not counted
-                body = {
-                    "prompt": _prompt_ids(n_prompt, model.n_vocab, seed=i),
-                    "n_predict": n_gen,
-                    "cache_prompt": False,
-                    "ignore_eos": True,
-                    "samplers": ["top_k"],
-                    "top_k": 1,
-                    "seed": 42,
-                }
+                body = fixed_completion(n_prompt, n_gen, model.n_vocab, seed=i)
                 r = srv.client.post("/completion", json=body)
                 r.raise_for_status()
                 t = r.json()["timings"]

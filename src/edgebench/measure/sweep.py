@@ -9,14 +9,22 @@ from typing import Any
 from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
-from edgebench.measure.search import Search, SweepOutcome, run_search
+from edgebench.measure.search import Search, SweepOutcome, best_of, run_search
 from edgebench.measure.space import SweepSpace
 from edgebench.measure.throughput import STAGE, MeasureSettings, PointMeasurer, ThroughputResult
 from edgebench.models.gguf import ModelInfo
+from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.store import Provenance, Store, result_key
 
-__all__ = ["crosscheck_best", "export_jsonl", "stored_results", "sweep_model"]
+__all__ = [
+    "crosscheck_best",
+    "export_jsonl",
+    "host_default_config",
+    "serving_config",
+    "stored_results",
+    "sweep_model",
+]
 
 
 def sweep_model(
@@ -91,6 +99,17 @@ def crosscheck_best(
 
 def stored_results(store: Store, model_sha256: str | None = None) -> list[ThroughputResult]:
     return [ThroughputResult.model_validate(r.record) for r in store.rows(STAGE, model_sha256)]
+
+
+def host_default_config(host: HostInfo) -> RuntimeConfig:
+    """Before any sweep: every big core (on big.LITTLE the little ones drag the matmuls down)."""
+    return RuntimeConfig(threads=max(1, len(host.big_cpus) or host.n_cpus))
+
+
+def serving_config(store: Store, model: ModelInfo, host: HostInfo) -> RuntimeConfig:
+    """The best decode config the sweep stored for this model, else the host default."""
+    best = best_of(stored_results(store, model.sha256), "tg", 0)
+    return best.result.config if best else host_default_config(host)
 
 
 def export_jsonl(results: list[ThroughputResult], path: Path) -> int:

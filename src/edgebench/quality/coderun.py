@@ -9,20 +9,20 @@ limits set in `preexec_fn`, and a wall-clock timeout that kills the whole proces
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import re
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from edgebench.runtime import proc
 
 __all__ = ["RunResult", "extract_code", "run_python"]
 
@@ -123,17 +123,6 @@ def missing_nodes(code: str, required: Sequence[str]) -> list[str]:
     return [name for name in required if name not in present]
 
 
-def _limits(memory_mb: int, cpu_s: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the forked child before exec: no imports, no locks
-        mem = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
-
-
 def run_python(
     code: str,
     tests: Sequence[str],
@@ -154,37 +143,29 @@ def run_python(
         (cwd / "job.json").write_text(json.dumps(job), encoding="utf-8")
         (cwd / "harness.py").write_text(_HARNESS, encoding="utf-8")
         env = {"PATH": os.defpath, "HOME": tmp, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        log = cwd / "output.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "harness.py"],
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as a whole on timeout
-                preexec_fn=_limits(memory_mb, int(timeout_s) + 2),  # only setrlimit calls: safe after fork
-            )
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):  # it may have exited just now
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return RunResult(
-                    status="timeout", detail=f"no result within {timeout_s:g} s", output_tail=_tail(log)
-                )
-        tail = _tail(log)
+        # The one subprocess runner: own process group killed as a whole on timeout, a bare env,
+        # and address-space / CPU / file-size limits applied in the child before exec.
+        limits = {
+            resource.RLIMIT_AS: memory_mb << 20,
+            resource.RLIMIT_CPU: int(timeout_s) + 2,
+            resource.RLIMIT_FSIZE: 16 << 20,
+            resource.RLIMIT_CORE: 0,
+        }
+        res = proc.run(
+            [sys.executable, "-I", "-B", "harness.py"],
+            cwd=cwd,
+            env=env,
+            inherit_env=False,
+            timeout_s=timeout_s,
+            rlimits=limits,
+        )
+        tail = (res.stdout + res.stderr)[-2000:]
+        if res.cause is proc.ExitCause.TIMEOUT:
+            return RunResult(status="timeout", detail=f"no result within {timeout_s:g} s", output_tail=tail)
         result = cwd / "result.json"
-        if proc.returncode == -signal.SIGXCPU:
+        if res.returncode == -signal.SIGXCPU:
             return RunResult(status="timeout", detail="CPU time limit reached", output_tail=tail)
         if not result.is_file() or not result.read_text(encoding="utf-8").strip():
-            return RunResult(status="error", detail=f"exited with code {proc.returncode}", output_tail=tail)
+            return RunResult(status="error", detail=f"exited with code {res.returncode}", output_tail=tail)
         data = json.loads(result.read_text(encoding="utf-8"))
         return RunResult(status=data["status"], detail=data.get("detail", ""), output_tail=tail)
-
-
-def _tail(log: Path, limit: int = 2000) -> str:
-    data = log.read_bytes()[-limit:] if log.exists() else b""
-    return data.decode("utf-8", "replace")

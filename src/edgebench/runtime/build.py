@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from edgebench.errors import BuildError
+from edgebench.errors import BuildError, ProcError
 from edgebench.runtime import proc
 from edgebench.runtime.presets import (
     TARGETS,
@@ -123,24 +122,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _git(tree: Path, *args: str) -> str:
+    """git's stdout, or "" when git is missing or the tree is not a checkout."""
+    try:
+        res = proc.run(["git", "-C", str(tree), *args], timeout_s=30)
+    except ProcError:
+        return ""
+    return res.stdout.strip() if res.ok else ""
+
+
 def source_id(source: Path | None) -> tuple[str, str]:
     """(description, id) of a source tree; the id goes into the cache key."""
     if source is None:
         return f"llama-cpp-python=={PINNED_VERSION}", f"lcp-{PINNED_VERSION}"
-    res = subprocess.run(
-        ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode == 0 and res.stdout.strip():
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "-uno"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        return str(source), f"{source.name}-{res.stdout.strip()}" + ("-dirty" if dirty else "")
+    head = _git(source, "rev-parse", "--short=12", "HEAD")
+    if head:
+        dirty = _git(source, "status", "--porcelain", "-uno")
+        return str(source), f"{source.name}-{head}" + ("-dirty" if dirty else "")
     # Not a git checkout: the newest mtime under the main dirs stands in for a version.
     newest = max(
         (

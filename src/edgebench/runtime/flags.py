@@ -24,6 +24,7 @@ __all__ = [
     "cpu_list",
     "cpu_mask_hex",
     "parse_cpus",
+    "quantize_argv",
     "server_argv",
 ]
 
@@ -297,3 +298,10 @@ def _load_mode(cfg: RuntimeConfig) -> str:
     if cfg.mlock:
         return "mlock"
     return "mmap" if cfg.mmap else "none"
+
+
+def quantize_argv(
+    binary: str, src: str, dst: str, qtype: str, *, allow_requantize: bool = False
+) -> list[str]:
+    """llama-quantize argv; `allow_requantize` is for already-quantized sources (lossy twice)."""
+    return [binary, *(["--allow-requantize"] if allow_requantize else []), src, dst, qtype]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import subprocess
 import threading
@@ -186,15 +187,22 @@ class RssSampler:
             self._stop.wait(SAMPLE_INTERVAL_S)
 
 
-def _die_with_parent() -> None:
-    """Child side, before exec: SIGKILL us if edgebench dies (even by kill -9), so no llama-server
-    outlives the run that started it (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
-    try:
-        import ctypes
+def _child_setup(rlimits: Mapping[int, int]) -> Callable[[], None]:
+    """Child side, before exec: die with edgebench (even on kill -9, so no llama-server outlives
+    the run that started it: Linux PR_SET_PDEATHSIG) and apply resource limits. Only a prctl and
+    setrlimit calls run here: safe between fork and exec."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    def apply() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        for res, limit in rlimits.items():
+            resource.setrlimit(res, (limit, limit))
+
+    return apply
 
 
 def spawn(
@@ -205,9 +213,15 @@ def spawn(
     stdout: int | None = subprocess.PIPE,
     stderr: int | None = subprocess.PIPE,
     log_file: Path | None = None,
+    inherit_env: bool = True,
+    rlimits: Mapping[int, int] | None = None,
 ) -> subprocess.Popen[str]:
-    """Start a process in its own session (process group), so a kill reaches all of it."""
-    full_env = {**os.environ, **(env or {})}
+    """Start a process in its own session (process group), so a kill reaches all of it.
+
+    `inherit_env=False` gives the child only `env` (a sandbox: no proxies, no credentials);
+    `rlimits` maps `resource.RLIMIT_*` to a hard+soft limit.
+    """
+    full_env = {**os.environ, **(env or {})} if inherit_env else dict(env or {})
     out_target: int | object | None = stdout
     handle = None
     if log_file is not None:
@@ -224,7 +238,8 @@ def spawn(
             stdout=out_target,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT if log_file is not None else stderr,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_child_setup(rlimits or {}),
         )
     except FileNotFoundError as exc:
         raise ProcError(f"{argv[0]}: cannot start: not found") from exc
@@ -260,6 +275,8 @@ def run(
     rss_limit_mib: float | None = None,
     log_file: Path | None = None,
     on_line: Callable[[str], None] | None = None,
+    inherit_env: bool = True,
+    rlimits: Mapping[int, int] | None = None,
 ) -> ProcResult:
     """Run to completion; never raises for what the child does, only when it cannot start.
 
@@ -267,7 +284,14 @@ def run(
     into stdout. `log_file` additionally keeps everything on disk.
     """
     merged = on_line is not None
-    proc = spawn(argv, env=env, cwd=cwd, stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+    proc = spawn(
+        argv,
+        env=env,
+        cwd=cwd,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        inherit_env=inherit_env,
+        rlimits=rlimits,
+    )
     limit_state: dict[str, bool] = {"hit": False}
 
     def _on_limit() -> None:

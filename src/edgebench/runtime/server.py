@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -18,7 +19,7 @@ from edgebench.runtime import proc
 from edgebench.runtime.flags import RuntimeConfig, server_argv
 from edgebench.runtime.locate import Runtime
 
-__all__ = ["ServerFailed", "ServerProcess", "free_port"]
+__all__ = ["ServerFailed", "ServerProcess", "fixed_completion", "free_port"]
 
 
 class ServerFailed(Exception):
@@ -29,6 +30,23 @@ class ServerFailed(Exception):
         self.cause = cause
         self.detail = detail
         self.log_tail = log_tail
+
+
+def fixed_completion(n_prompt: int, n_predict: int, n_vocab: int, seed: int) -> dict[str, object]:
+    """A `/completion` body that measures the engine: exactly n_prompt random token ids (no
+    tokenizer, and not one repeated token, which biases MoE routing: llama.cpp #6069), no prompt
+    cache, exactly n_predict greedy tokens (EOS ignored, top-k 1 so sampling costs nothing)."""
+    rng = random.Random(seed)
+    lo = min(1000, max(10, n_vocab // 10))  # skip the low ids, where special tokens live
+    return {
+        "prompt": [rng.randrange(lo, n_vocab) for _ in range(n_prompt)],
+        "n_predict": n_predict,
+        "cache_prompt": False,
+        "ignore_eos": True,
+        "samplers": ["top_k"],
+        "top_k": 1,
+        "seed": seed,
+    }
 
 
 def free_port() -> int:
