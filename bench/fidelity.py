@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     rounds = ap.parse_args().rounds
     runtime, host, model = setup()
-    settings = MeasureSettings(first_reps=REPS, max_reps=REPS)  # same repetitions as the direct run
+    # one process of REPS repetitions, exactly what the direct run does: this measures the wrapper
+    settings = MeasureSettings(reps_per_process=REPS, min_processes=1, max_reps=REPS)
     ours: dict[tuple[int, int], list[float]] = {}
     theirs: dict[tuple[int, int], list[float]] = {}
     control: dict[tuple[int, int], list[float]] = {}  # llama-bench vs itself: this machine's noise floor

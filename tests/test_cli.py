@@ -151,3 +151,24 @@ def test_run_measures_and_resumes(runtime: Runtime, tiny_model: Path, tmp_path: 
     again = json.loads(edgebench("run", "--json", "--no-bandwidth", cwd=tmp_path).stdout)
     assert all(x["resumed"] for x in again["sweeps"][0]["results"])
     assert [x["mean_ts"] for x in again["sweeps"][0]["results"]] == [x["mean_ts"] for x in sw["results"]]
+
+
+def test_progress_prints_plain_lines_when_not_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgebench.cli._common import counting_progress
+
+    buf = io.StringIO()
+    with counting_progress(Console(file=buf, force_terminal=False), every_s=0.0) as bar:
+        task = bar.add_task("gemma · core", total=4)
+        for _ in range(3):
+            bar.update(task, advance=1)
+    lines = [line for line in buf.getvalue().splitlines() if line]
+    assert lines[0] == "gemma · core: 1/4"  # one sample: no rate yet, so no ETA
+    assert lines[-1].startswith("gemma · core: 3/4, ETA 0:0")
+    quiet = io.StringIO()
+    with counting_progress(Console(file=quiet, force_terminal=False), every_s=3600.0) as bar:
+        bar.update(bar.add_task("x", total=2), advance=2)
+    assert quiet.getvalue().strip() == ""

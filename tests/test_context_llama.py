@@ -53,6 +53,8 @@ def test_probe_finds_the_limit_under_a_small_budget(
     assert all(t.ok and t.decoded == 8 and t.memory is not None for t in roomy.trials)
     kv = {t.ctx: t.memory.devices["CPU"].kv_mib for t in roomy.trials if t.memory}
     assert kv[16384] == pytest.approx(2 * kv[8192], rel=0.02)  # KV grows linearly with context
+    # the filled KV cache is anonymous memory, and it is resident (90 % of it was written)
+    assert all((t.peak_anon_mib or 0) >= 0.85 * kv[t.ctx] for t in roomy.trials)
     # a budget between what 8k and 16k need: the probe must stop below 16k and say why
     budget = (rss[8192] + rss[16384]) / 2
     store2 = Store(tmp_path / "s2.sqlite")

@@ -16,15 +16,10 @@ import pytest
 
 from edgebench.config import BudgetConfig
 from edgebench.decide.evidence import ContextEvidence, MemoryEstimate, ModelEvidence
+from edgebench.decide.export import routing_document, routing_toml, validate_routing, write_routing
 from edgebench.decide.rank import Ranking, rank
-from edgebench.decide.route import (
-    Routing,
-    route,
-    routing_document,
-    routing_toml,
-    validate_routing,
-    write_routing,
-)
+from edgebench.decide.route import route
+from edgebench.decide.routing import Routing
 from edgebench.measure.space import CpuSet, Point
 from edgebench.measure.throughput import ThermalSnap, ThroughputResult
 from edgebench.quality.score import CategoryScore, ItemScore, SuiteScore
@@ -156,6 +151,7 @@ def make_context(
         stable_ctx=stable,
         tried=tried,
         host_total_mib=host,
+        anon_mib=None if host is None else host * 0.375,
         model_mib=None if host is None else host * 0.6,
         kv_mib=None if host is None else host * 0.1,
         compute_mib=None if host is None else host * 0.2,

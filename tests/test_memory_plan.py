@@ -3,9 +3,7 @@ fit_context, and predictions vs the buffers real llama-server runs report."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from edgebench.runtime.flags import FlashAttn, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
 from edgebench.runtime.server import ServerProcess
+from edgebench.testing.synth import write_tiny_jamba
 
 LOGS = Path(__file__).parent / "fixtures" / "llama-logs"
 
@@ -207,14 +206,6 @@ def test_rwkv_state_and_missing_sizes() -> None:
     assert bare.recurrent_mib == 0.0 and any("not counted" in n for n in bare.notes)
 
 
-def load_capture() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("capture", LOGS / "capture.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def close(pred: float, meas: float | None, rel: float) -> bool:
     """Within `rel` of llama.cpp's figure, which it prints rounded to 0.01 MiB."""
     assert meas is not None
@@ -222,7 +213,7 @@ def close(pred: float, meas: float | None, rel: float) -> bool:
 
 
 def test_hybrid_jamba_against_its_real_log(tmp_path: Path) -> None:
-    model = load_capture().write_tiny_jamba(tmp_path / "tiny-jamba.gguf")  # same bytes as captured
+    model = write_tiny_jamba(tmp_path / "tiny-jamba.gguf")  # same bytes as captured
     m = read_model_info(model)
     p = plan_memory(m, cfg(ctx=4096), n_parallel=2)
     host = read_memory_log(LOGS / "tiny-jamba_c4096_f16_np2_lv4.log").host

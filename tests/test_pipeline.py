@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.decide.route import validate_routing
+from edgebench.decide.export import validate_routing
 from edgebench.report import SECTION_IDS
 from edgebench.runtime.locate import Runtime
 from helpers import FIXTURES, edgebench

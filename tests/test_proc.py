@@ -29,6 +29,31 @@ def test_peak_rss_is_sampled() -> None:
     r = proc.run([PY, "-c", code])
     assert r.ok
     assert 80 <= r.peak_rss_mib < 400
+    assert 80 <= r.peak_anon_mib <= r.peak_rss_mib  # a bytearray is anonymous memory
+
+
+def test_peak_rss_counts_children_that_start_later() -> None:
+    # llama-server may fork helpers; the sampler rescans for children once a second
+    child = "b = bytearray(120 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(2.5)"
+    code = f"import subprocess, sys, time; time.sleep(0.3); subprocess.run([sys.executable, '-c', {child!r}])"
+    r = proc.run([PY, "-c", code])
+    assert r.ok
+    assert r.peak_rss_mib >= 120 + 5  # the child's bytearray on top of two interpreters
+
+
+def test_peak_anon_leaves_out_file_backed_pages(tmp_path: Path) -> None:
+    # mmap-ed model weights are resident but file-backed: the kernel can drop them, not so the KV
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\1" * (64 << 20))
+    code = (
+        f"import mmap, time; fh = open({str(weights)!r}, 'rb'); "
+        "m = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ); "
+        "s = sum(m[i] for i in range(0, len(m), 4096)); time.sleep(0.5)"
+    )
+    r = proc.run([PY, "-c", code])
+    assert r.ok
+    assert r.peak_rss_mib - r.peak_anon_mib >= 60
+    assert r.peak_anon_mib < 60
 
 
 def test_nonzero_exit_is_failed_with_last_line() -> None:

@@ -590,3 +590,17 @@ def test_code_runner_env_and_cwd_are_clean(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_code_runner_reports_syntax_errors_without_running() -> None:
     assert run_python("def f(:\n", ["assert True"]).status == "syntax"
+
+
+def test_code_runner_keeps_the_models_syntax_warnings_off_our_stderr() -> None:
+    # `x is 1` compiles with a SyntaxWarning; checking model code must not print it in our CLI.
+    import warnings
+
+    from edgebench.quality import extract_code
+
+    code = "def is_one(x):\n    return x is 1"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert extract_code(f"Here:\n{code}\nDone.", "is_one") == code
+        assert run_python(code, ["assert is_one(1)"], entry="is_one").status == "passed"
+    assert [w for w in seen if issubclass(w.category, SyntaxWarning)] == []

@@ -100,6 +100,7 @@ def test_numbers_are_labelled_measured_or_predicted(rendered: tuple[Path, Path])
     assert "prefill t/s (measured)" in sections["throughput"]
     memory = sections["memory"]
     assert "<td>predicted</td>" in memory and "<td>measured</td>" in memory
+    assert "anonymous MiB (measured)" in memory and "<td>403</td>" in memory  # 1075 × 0.375
     assert "predicted" in sections["memory-plot"]
     assert "(measured)" in sections["routing"] and "(measured)" in sections["quality"]
     assert "build" in sections["provenance"] and "sha-q2b" in sections["provenance"]

@@ -63,6 +63,9 @@ def test_grid_records_failures_and_exports(runtime: Runtime, tiny_model: Path, t
         assert x["status"] == "ok" and x["mean_ts"] > 0
         assert 3 <= x["n"] <= 10
         assert x["rel_ci"] <= 0.03 or x["n"] == 10  # adaptive stop: CI target met or cap reached
+        # the CI is over llama-bench processes (≥ 3), and it is centred on their means
+        assert x["processes"] >= 3 and len(x["process_means"]) == x["processes"]
+        assert x["ci_low"] < sum(x["process_means"]) / x["processes"] < x["ci_high"]
         assert x["build_id"] == runtime.build_id and x["model_sha256"] == m["sha256"]
     tg = [x for x in good if x["kind"] == "tg"]
     assert all(x["efficiency"] is not None and x["efficiency"] > 0 for x in tg)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench.errors import ConfigError
 from edgebench.runtime.flags import KV_TYPES
@@ -75,8 +75,18 @@ class SweepConfig(_Strict):
     n_prompt: int = Field(default=512, ge=1)
     n_gen: int = Field(default=128, ge=1)
     ci_target: float = Field(default=0.03, gt=0, lt=1)  # stop repeating at ±3 % CI half-width
-    max_reps: int = Field(default=10, ge=2)
+    max_reps: int = Field(default=10, ge=2)  # over all processes of one point
+    # The CI is over llama-bench processes, not repetitions (stats.summarize_groups): each point
+    # runs ≥ min_processes processes of reps_per_process repetitions.
+    reps_per_process: int = Field(default=2, ge=1)
+    min_processes: int = Field(default=3, ge=1)
     timeout_s: float = Field(default=600, gt=0)
+
+    @model_validator(mode="after")
+    def _enough_reps(self) -> SweepConfig:
+        if self.max_reps < self.min_processes:
+            raise ValueError(f"max_reps ({self.max_reps}) must be ≥ min_processes ({self.min_processes})")
+        return self
 
     @field_validator("threads")
     @classmethod

@@ -13,7 +13,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
-__all__ = ["Summary", "clustered_bootstrap", "mcnemar", "monotonic_drift", "summarize", "wilson"]
+__all__ = [
+    "Summary",
+    "clustered_bootstrap",
+    "mcnemar",
+    "monotonic_drift",
+    "summarize",
+    "summarize_groups",
+    "wilson",
+]
 
 
 class Summary(BaseModel):
@@ -47,6 +55,24 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
     sd = float(x.std(ddof=1))
     half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return Summary(n=n, mean=mean, sd=sd, ci_low=mean - half, ci_high=mean + half)
+
+
+def summarize_groups(groups: Sequence[Sequence[float]], confidence: float = 0.95) -> Summary:
+    """Mean and t-interval over group means, where a group is one process's repetitions.
+
+    Repetitions inside one llama.cpp process share its thread placement and memory layout; measured
+    here, tg128 varied 0.3-1 % within a process and 9 % between eight identical processes. So the
+    process is the unit: the CI comes from the spread of the process means (k - 1 degrees of
+    freedom), and one process alone gives an infinitely wide CI however steady its repetitions.
+    `sd` stays the spread of all samples, as llama-bench reports it.
+    """
+    means = [float(np.mean(g)) for g in groups if len(g)]
+    flat = [float(x) for g in groups for x in g]
+    if not means:
+        raise ValueError("no samples")
+    between = summarize(means, confidence)
+    sd = float(np.std(flat, ddof=1)) if len(flat) > 1 else 0.0
+    return Summary(n=len(flat), mean=between.mean, sd=sd, ci_low=between.ci_low, ci_high=between.ci_high)
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

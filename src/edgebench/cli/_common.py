@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,15 +13,23 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from edgebench.config import Config, load_config
 from edgebench.store import Store
 
 __all__ = ["State", "app", "console", "counting_progress", "emit_json", "err_console", "state"]
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    # Off a terminal (a log, a pipe, CI) Rich wraps at 80 columns, which folds every table cell
+    # into stubs; a wide fixed width keeps table rows on one line. $COLUMNS still wins.
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    return Console(stderr=stderr, width=width)
+
+
+console = _console()
+err_console = _console(stderr=True)
 app = typer.Typer(
     name="edgebench",
     help="Which model, quantization and llama.cpp settings work on THIS machine: measured, ranked, served.",
@@ -78,13 +88,36 @@ def _encode(o: object) -> Any:
     return o.model_dump(mode="json") if isinstance(o, BaseModel) else str(o)
 
 
-def counting_progress() -> Progress:
+class CountingProgress(Progress):
+    """Rich's bar on a terminal. Elsewhere (CI, nohup, a pipe) Rich draws nothing, so a long run
+    prints one plain `description: n/N, ETA` line at most every `every_s` seconds instead."""
+
+    def __init__(self, out: Console, every_s: float) -> None:
+        super().__init__(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=out,
+            transient=True,
+        )
+        self._plain = not out.is_terminal
+        self._every_s = every_s
+        self._last = time.monotonic()
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        now = time.monotonic()
+        if not self._plain or now - self._last < self._every_s:
+            return
+        self._last = now
+        task = self._tasks[task_id]
+        line = f"{task.description}: {task.completed:g}/{task.total or 0:g}"
+        if task.time_remaining is not None:
+            line += f", ETA {int(task.time_remaining) // 60}:{int(task.time_remaining) % 60:02d}"
+        self.console.print(line, highlight=False, markup=False)
+
+
+def counting_progress(out: Console | None = None, every_s: float = 30.0) -> CountingProgress:
     """The progress display for counted work (sweep points, quality replies): bar, n/N, ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
+    return CountingProgress(out or err_console, every_s)

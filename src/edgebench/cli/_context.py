@@ -121,6 +121,7 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
         "load ms",
         "e2e ms",
         "peak RSS",
+        "peak anon",
         "predicted",
         "model",
         "KV",
@@ -137,6 +138,7 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
                 _mib(x.load_ms),
                 _mib(x.e2e_ms),
                 f"{x.peak_rss_mib:.0f}",
+                _mib(x.peak_anon_mib),
                 _mib(x.predicted_host_mib),
                 _mib(dev.model_mib if dev else None),
                 _mib(dev.kv_mib if dev else None),
@@ -151,7 +153,8 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
             console.print(
                 f"{m.name}: {gib(m.file_size)} ({m.bpw:.2f} BPW) at context {x.ctx}: startup "
                 f"{(x.load_ms or 0) / 1000:.1f} s, peak RSS {x.peak_rss_mib:.0f} MiB "
-                f"(anon {_mib(x.rss_anon_mib)}, file-backed {_mib(x.rss_file_mib)})",
+                f"(anon {_mib(x.rss_anon_mib)}, file-backed {_mib(x.rss_file_mib)} at the end; "
+                f"server pages in swap {_mib(x.swap_own_mib)})",
                 highlight=False,
             )
 

@@ -13,9 +13,11 @@ from edgebench import __version__
 from edgebench.cli._common import console, emit_json, state
 from edgebench.config import Config
 from edgebench.decide.evidence import ModelEvidence
+from edgebench.decide.export import write_routing
 from edgebench.decide.gather import gather
 from edgebench.decide.rank import Ranking, rank
-from edgebench.decide.route import Routing, route, write_routing
+from edgebench.decide.route import route
+from edgebench.decide.routing import Routing
 from edgebench.host.probe import HostInfo, probe_host
 from edgebench.report import render_report
 from edgebench.runtime.locate import Runtime

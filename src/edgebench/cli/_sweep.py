@@ -186,7 +186,9 @@ def settings_for(
     # The RSS watchdog stops a config before the kernel OOM killer picks a victim for us.
     return MeasureSettings(
         ci_target=ci or cfg.sweep.ci_target,
-        max_reps=max_reps or cfg.sweep.max_reps,
+        max_reps=max(max_reps or cfg.sweep.max_reps, cfg.sweep.min_processes),
+        reps_per_process=cfg.sweep.reps_per_process,
+        min_processes=cfg.sweep.min_processes,
         timeout_s=timeout or cfg.sweep.timeout_s,
         rss_limit_mib=max(256.0, host.ram_total_mib - cfg.budgets.ram_reserve_mib),
     )

@@ -23,6 +23,7 @@ class ContextEvidence(BaseModel):
     stable_ctx: int | None  # largest context that loaded, filled, decoded, kept swap and RAM in budget
     tried: dict[int, bool]  # context → ok?
     host_total_mib: float | None  # measured peak RSS at stable_ctx
+    anon_mib: float | None = None  # its anonymous part: what only swap can take back (not mmap-ed weights)
     model_mib: float | None
     kv_mib: float | None
     compute_mib: float | None

@@ -48,6 +48,7 @@ def _context(trials: list[ContextTrial]) -> ContextEvidence | None:
         stable_ctx=best.ctx if best else None,
         tried={t.ctx: t.ok for t in ts},
         host_total_mib=best.peak_rss_mib if best else None,
+        anon_mib=best.peak_anon_mib if best else None,
         model_mib=dev.model_mib if dev else None,
         kv_mib=dev.kv_mib if dev else None,
         compute_mib=dev.compute_mib if dev else None,

@@ -30,203 +30,29 @@ composite ties (best default) to the higher weighted quality; then the smaller m
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal
-
-import jsonschema  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict
 
 from edgebench.config import BudgetConfig
 from edgebench.decide.evidence import ModelEvidence
 from edgebench.decide.rank import Measures, Ranking, measures, overlap, rank
+from edgebench.decide.routing import (
+    USE_CASES,
+    Budgets,
+    Cause,
+    Choice,
+    DoNotUse,
+    Flag,
+    MapLine,
+    NotMeasured,
+    Route,
+    Routing,
+    Settle,
+    UseCase,
+)
 from edgebench.quality.records import FailureClass
 from edgebench.quality.score import CategoryScore
 
-__all__ = [
-    "USE_CASES",
-    "Budgets",
-    "Cause",
-    "Choice",
-    "DoNotUse",
-    "Flag",
-    "MapLine",
-    "NotMeasured",
-    "Route",
-    "Routing",
-    "UseCase",
-    "route",
-    "routing_document",
-    "routing_schema",
-    "routing_toml",
-    "validate_routing",
-    "write_routing",
-]
-
-SCHEMA_VERSION = 1
-
-Role = Literal["fastest", "default", "quality", "not_practical"]
-CauseRule = Literal[
-    "tool_refusal", "thinking_loops", "template_missing", "context_failure", "bigger_not_better"
-]
-Metric = Literal["composite", "weighted", "category", "latency"]
-Settle = Literal["latency", "quality"]  # what settles a tie on the metric
-
-
-class Budgets(BaseModel):
-    """The thresholds the rules used, copied into the routing file so it explains itself."""
-
-    model_config = ConfigDict(frozen=True)
-
-    latency_s: float
-    quality_latency_s: float
-    ram_reserve_mib: int
-    ram_total_mib: int | None
-    tool_call_floor: float
-    context_floor: int
-    tool_refusal_max: float
-    loop_rate_max: float
-
-
-class MapLine(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    role: Role
-    model: str | None  # None: no model qualifies (the because says why)
-    because: str
-    numbers: dict[str, int | float | str]
-
-
-class Flag(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    bigger: str
-    smaller: str  # the best-scoring smaller, faster model that meets the rule
-    also: list[str]  # other smaller, faster models that meet it too
-    because: str
-
-
-class Choice(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    backend: str
-    score: float  # the use case's metric (category pass rate, weighted quality, composite or latency)
-    score_low: float
-    score_high: float
-    latency_s: float
-
-
-class Route(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    use_case: str
-    metric: str
-    primary: Choice | None
-    backup: Choice | None
-    why: str
-
-
-class Cause(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    rule: CauseRule
-    detail: str
-
-
-class DoNotUse(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    causes: list[Cause]
-
-
-class NotMeasured(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    missing: list[str]  # "throughput" | "context" | "quality" | "memory"
-
-
-class Routing(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    suite: str | None
-    budgets: Budgets
-    model_map: list[MapLine]
-    bigger_not_better: list[Flag]
-    routes: list[Route]
-    do_not_use: list[DoNotUse]
-    not_measured: list[NotMeasured]
-
-
-class UseCase(BaseModel):
-    """One routing-table row's rule: which metric picks the model, under which latency budget."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    metric: Metric
-    category: str | None = None  # for metric == "category"
-    budget: Literal["latency_s", "quality_latency_s"] | None = None
-    needs_tools: bool = False  # tool_call ≥ tool_call_floor
-    settle: Settle = "latency"  # the other side of the trade-off decides a tie
-    rule: str
-
-
-USE_CASES: tuple[UseCase, ...] = (
-    UseCase(
-        name="fast_chat",
-        metric="composite",
-        budget="latency_s",
-        rule="highest composite (quality × speed) within the interactive latency budget",
-    ),
-    UseCase(
-        name="reasoning",
-        metric="category",
-        category="reasoning",
-        budget="quality_latency_s",
-        rule="highest reasoning score within the quality latency budget",
-    ),
-    UseCase(
-        name="code",
-        metric="category",
-        category="code",
-        budget="latency_s",
-        rule="highest code score within the interactive budget (ties: the fastest)",
-    ),
-    UseCase(
-        name="tool_calling",
-        metric="category",
-        category="tool_call",
-        budget="latency_s",
-        needs_tools=True,
-        rule="highest tool_call score, at or above the tool-call floor, within the interactive budget",
-    ),
-    UseCase(
-        name="factual",
-        metric="category",
-        category="factual",
-        budget="latency_s",
-        rule="highest factual score within the interactive budget",
-    ),
-    UseCase(
-        name="deep_analysis",
-        metric="weighted",
-        rule="highest weighted quality at any latency (batch work)",
-    ),
-    UseCase(
-        name="background",
-        metric="latency",
-        budget="latency_s",
-        needs_tools=True,
-        settle="quality",
-        rule="lowest mean latency among models at or above the tool-call floor (routing, dispatch)",
-    ),
-)
+__all__ = ["route"]
 
 
 # ------------------------------------------------------------------------------------- per model
@@ -710,97 +536,3 @@ def _not_measured(evidence: list[ModelEvidence]) -> list[NotMeasured]:
         if missing:
             out.append(NotMeasured(model=e.name, missing=missing))
     return out
-
-
-# ------------------------------------------------------------------------------------------ export
-
-
-def routing_document(routing: Routing) -> dict[str, Any]:
-    """The routing file's content: plain JSON types, no nulls (absent = not measured / none)."""
-    from edgebench import __version__
-
-    body = routing.model_dump(mode="json", exclude_none=True)
-    return {"schema_version": SCHEMA_VERSION, "edgebench_version": __version__, **body}
-
-
-def routing_schema() -> dict[str, Any]:
-    text = resources.files("edgebench.decide").joinpath("routing.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validate_routing(doc: Any) -> list[str]:
-    """Every way `doc` breaks routing.schema.json, as "path: message" lines; empty when valid."""
-    validator = jsonschema.Draft202012Validator(routing_schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else _toml_str(k)
-
-
-def _toml_str(v: str) -> str:
-    # A JSON string is a valid TOML basic string, except that TOML also forbids a raw DEL.
-    return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return _toml_str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML form for {type(v).__name__}")
-
-
-def _is_tables(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def _toml_table(doc: dict[str, Any], path: tuple[str, ...]) -> list[str]:
-    lines = [
-        f"{_toml_key(k)} = {_toml_value(v)}"
-        for k, v in doc.items()
-        if not (isinstance(v, dict) or _is_tables(v))
-    ]
-    for k, v in doc.items():
-        sub = ".".join(_toml_key(x) for x in (*path, k))
-        if isinstance(v, dict):
-            lines += ["", f"[{sub}]", *_toml_table(v, (*path, k))]
-        elif _is_tables(v):
-            for item in v:
-                lines += ["", f"[[{sub}]]", *_toml_table(item, (*path, k))]
-    return lines
-
-
-def routing_toml(doc: dict[str, Any]) -> str:
-    """The routing document as TOML (a small writer for this document's shapes: no nulls, no dates)."""
-    return (
-        "\n".join(
-            [
-                "# edgebench routing table: written by `edgebench`, checked by routing.schema.json",
-                *_toml_table(doc, ()),
-            ]
-        )
-        + "\n"
-    )
-
-
-def write_routing(routing: Routing, out_dir: Path) -> tuple[Path, Path]:
-    """routing.json and routing.toml, after checking the document against the schema."""
-    doc = routing_document(routing)
-    errors = validate_routing(doc)
-    if errors:  # a bug in this module, not a user error: fail loudly
-        raise ValueError(f"routing document breaks its schema: {errors[0]}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, tm = out_dir / "routing.json", out_dir / "routing.toml"
-    js.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tm.write_text(routing_toml(doc), encoding="utf-8")
-    return js, tm

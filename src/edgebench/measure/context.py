@@ -21,6 +21,7 @@ from edgebench.errors import ConfigError
 from edgebench.host.probe import HostInfo
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import plan_memory
+from edgebench.runtime import proc
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
@@ -52,9 +53,11 @@ class ContextTrial(BaseModel):
     memory: MemoryBreakdown | None  # llama.cpp's own buffer lines (measured)
     predicted_host_mib: float | None  # the planner's figure for the same config (predicted)
     peak_rss_mib: float
-    rss_anon_mib: float | None
+    rss_anon_mib: float | None  # at the end of the decode
     rss_file_mib: float | None  # mmap-ed weights: file-backed, reclaimable
-    swap_growth_mib: float
+    swap_growth_mib: float  # the whole system's swap: other processes pushed out count too
+    peak_anon_mib: float | None = None  # KV, compute, repacked weights: only swap can take it back
+    swap_own_mib: float | None = None  # the server's own pages in swap, at most
     budget_mib: float
     build_id: str
     host_fingerprint: str
@@ -88,19 +91,6 @@ def _swap_used_mib() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return (info.get("SwapTotal", 0) - info.get("SwapFree", 0)) / 1024
-
-
-def _rss_split(pid: int) -> tuple[float | None, float | None]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None, None
-    vals = {
-        k: float(v.split()[0]) / 1024
-        for k, _, v in (ln.partition(":") for ln in text.splitlines())
-        if k in ("RssAnon", "RssFile")
-    }
-    return vals.get("RssAnon"), vals.get("RssFile")
 
 
 class _Prober:
@@ -187,7 +177,8 @@ class _Prober:
                     else f"the server failed during the request: {type(exc).__name__}"
                 )
             if srv.alive():
-                anon, file_ = _rss_split(srv.pid)
+                st = proc.memory_status(srv.pid)
+                anon, file_ = st.get("RssAnon"), st.get("RssFile")
         except ServerFailed as exc:
             step = "ram" if exc.cause.value == "rss-limit" else "load"
             cause = exc.detail
@@ -196,6 +187,9 @@ class _Prober:
         swap = max(0.0, _swap_used_mib() - swap0)
         if step is None and swap > self.swap_limit_mib:
             step, cause = "swap", f"swap grew {swap:.0f} MiB (limit {self.swap_limit_mib:.0f})"
+        if step is None and srv.peak_swap_mib > self.swap_limit_mib:
+            step = "swap"
+            cause = f"the server had {srv.peak_swap_mib:.0f} MiB in swap (limit {self.swap_limit_mib:.0f})"
         if step is None and srv.peak_rss_mib > self.budget_mib:
             step, cause = "ram", f"peak RSS {srv.peak_rss_mib:.0f} MiB over the budget {self.budget_mib:.0f}"
         memory = read_memory_log(log) if log.exists() else None
@@ -219,6 +213,8 @@ class _Prober:
             rss_anon_mib=anon,
             rss_file_mib=file_,
             swap_growth_mib=round(swap, 1),
+            peak_anon_mib=round(srv.peak_anon_mib, 1),
+            swap_own_mib=round(srv.peak_swap_mib, 1),
             budget_mib=self.budget_mib,
             build_id=self.runtime.build_id,
             host_fingerprint=self.host.fingerprint,

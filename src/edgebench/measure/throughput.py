@@ -10,7 +10,6 @@ for the 95 % CI half-width to fall under the target (default ±3 %), up to a cap
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from scipy import stats as sps
 
 from edgebench.host.probe import HostInfo, probe_host
 from edgebench.measure.roofline import decode_bytes_per_token, decode_efficiency
@@ -28,7 +26,7 @@ from edgebench.runtime.bench import BenchRun, diagnose_failure, run_bench
 from edgebench.runtime.flags import BenchTest, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.proc import ExitCause
-from edgebench.stats import monotonic_drift, summarize
+from edgebench.stats import monotonic_drift, summarize_groups
 from edgebench.store import Provenance, Store, result_key
 
 __all__ = ["STAGE", "MeasureSettings", "PointMeasurer", "ThermalSnap", "ThroughputResult"]
@@ -67,6 +65,7 @@ class ThroughputResult(BaseModel):
     status: str  # ok | oom-killed | crashed | timeout | bad-args | unsupported | rss-limit | failed
     cause: str
     samples_ts: list[float]
+    process_means: list[float] = []  # one per llama-bench process: the CI's unit
     n: int
     mean_ts: float | None
     sd_ts: float | None
@@ -96,24 +95,25 @@ class ThroughputResult(BaseModel):
 class MeasureSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    ci_target: float = 0.03
-    first_reps: int = 3
-    max_reps: int = 10
+    ci_target: float = 0.03  # relative CI half-width over process means that stops the repeats
+    reps_per_process: int = 2
+    min_processes: int = 3  # the CI is over processes (see stats.summarize_groups): at least 3
+    max_reps: int = 10  # repetitions over all processes
     timeout_s: float = 600
     rss_limit_mib: float | None = None
 
 
-def _more_reps_needed(samples: list[float], target: float, cap: int) -> int:
-    s = summarize(samples)
-    if s.n >= cap or (s.n > 1 and s.rel_half_width <= target):
+def _next_reps(groups: list[list[float]], st: MeasureSettings) -> int:
+    """Repetitions for the next llama-bench process; 0 when the CI over processes is tight enough
+    (after at least `min_processes`) or the repetition budget is spent."""
+    left = st.max_reps - sum(len(g) for g in groups)
+    if left <= 0:
         return 0
-    if s.n < 2 or s.mean <= 0:
-        return min(2, cap - s.n)
-    # n such that t(n-1) * sd / sqrt(n) <= target * mean; t taken at the current n (a slight
-    # overestimate, which is the safe side).
-    t = float(sps.t.ppf(0.975, s.n - 1))
-    need = math.ceil((t * s.sd / (target * s.mean)) ** 2)
-    return max(1, min(need - s.n, cap - s.n))
+    if len(groups) >= st.min_processes:
+        s = summarize_groups(groups)
+        if s.mean <= 0 or s.rel_half_width <= st.ci_target:
+            return 0
+    return min(st.reps_per_process, left)
 
 
 class PointMeasurer:
@@ -140,11 +140,13 @@ class PointMeasurer:
         self.measured = 0  # fresh measurements this session (not resumed)
 
     def params(self, point: Point, test: BenchTest) -> dict[str, Any]:
-        # The key is the full config and test; rep counts and CI targets are how, not what.
+        # The key is the full config and test; rep counts and CI targets are how, not what; but
+        # the CI's meaning is part of what a stored row says.
         return {
             "runtime": point.runtime().model_dump(mode="json"),
             "test": {"n_prompt": test.n_prompt, "n_gen": test.n_gen, "depth": test.depth},
             "cpuset": point.cpus.name,
+            "ci": "between-process",  # rows whose CI counted repetitions as independent: not reused
         }
 
     def stored(self, point: Point, test: BenchTest) -> ThroughputResult | None:
@@ -172,10 +174,10 @@ class PointMeasurer:
         st = self.settings
         before = thermal_snapshot(self.sysroot)
         t0 = time.monotonic()
-        samples: list[float] = []
+        groups: list[list[float]] = []  # one list of t/s per llama-bench process
         rows: list[BenchRun] = []
         status, cause, peak, processes = ExitCause.OK.value, "ok", 0.0, 0
-        reps = st.first_reps
+        reps = _next_reps(groups, st)
         while reps > 0:
             out = run_bench(
                 self.runtime,
@@ -195,14 +197,14 @@ class PointMeasurer:
                         status, cause = "unsupported", why
                 break
             rows.extend(out.runs)
-            samples.extend(out.runs[0].samples_ts)
-            reps = _more_reps_needed(samples, st.ci_target, st.max_reps)
+            groups.append(list(out.runs[0].samples_ts))
+            reps = _next_reps(groups, st)
         after = thermal_snapshot(self.sysroot)
         return self._record(
             point,
             cfg,
             test,
-            samples,
+            groups,
             rows,
             status,
             cause,
@@ -218,7 +220,7 @@ class PointMeasurer:
         point: Point,
         cfg: RuntimeConfig,
         test: BenchTest,
-        samples: list[float],
+        groups: list[list[float]],
         rows: list[BenchRun],
         status: str,
         cause: str,
@@ -229,7 +231,8 @@ class PointMeasurer:
         after: ThermalSnap,
     ) -> ThroughputResult:
         kind = "tg" if test.n_gen else "pp"
-        s = summarize(samples) if samples else None
+        samples = [x for g in groups for x in g]
+        s = summarize_groups(groups) if samples else None
         bpt = eff = None
         bw = self.host.bandwidth_gbs
         if kind == "tg":
@@ -250,7 +253,7 @@ class PointMeasurer:
                 samples_ns=ns,
                 avg_ns=int(sum(ns) / len(ns)) if ns else 0,
             )
-        finite = s is not None and s.n > 1
+        finite = s is not None and len(groups) > 1
         return ThroughputResult(
             model=self.model.name,
             model_sha256=self.model.sha256,
@@ -264,6 +267,7 @@ class PointMeasurer:
             status=status,
             cause=cause,
             samples_ts=samples,
+            process_means=[round(sum(g) / len(g), 3) for g in groups if g],
             n=len(samples),
             mean_ts=s.mean if s else None,
             sd_ts=s.sd if s else None,

@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -111,7 +112,9 @@ def extract_code(text: str, entry: str | None = None) -> str | None:
 
 def _compiles(src: str) -> bool:
     try:
-        ast.parse(src)
+        with warnings.catch_warnings():  # a model's `x is 1` must not print on our stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            ast.parse(src)
     except (SyntaxError, ValueError):
         return False
     return True
@@ -134,7 +137,9 @@ def run_python(
 ) -> RunResult:
     """Run `setup`, `code`, then each test; the first failing test is reported."""
     try:
-        compile(code, "solution.py", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            compile(code, "solution.py", "exec")
     except (SyntaxError, ValueError) as e:
         return RunResult(status="syntax", detail=f"does not compile: {e}")
     with tempfile.TemporaryDirectory(prefix="edgebench-code-") as tmp:

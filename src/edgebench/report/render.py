@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from edgebench import __version__
 from edgebench.decide.evidence import ModelEvidence
 from edgebench.decide.rank import Ranking
-from edgebench.decide.route import Choice, Routing
+from edgebench.decide.routing import Choice, Routing
 from edgebench.measure.throughput import ThroughputResult
 from edgebench.report import plots
 
@@ -144,24 +144,28 @@ def _throughput(ev: list[ModelEvidence]) -> Section:
 
 def _memory(ev: list[ModelEvidence], routing: Routing) -> Section:
     title = "Memory at the chosen context"
-    intro = "llama.cpp's buffer breakdown and the peak RSS; planner figures are marked predicted."
+    intro = (
+        "llama.cpp's buffer breakdown and the peak RSS, with its anonymous part (KV, compute, repacked "
+        "weights: what only swap can take back; mmap-ed weights are file-backed and can be re-read); "
+        "planner figures are marked predicted."
+    )
     b = routing.budgets
     usable = None if b.ram_total_mib is None else b.ram_total_mib - b.ram_reserve_mib
     rows = []
     for e in ev:
         c, p = e.context, e.predicted_memory
         if c is not None and c.host_total_mib is not None:
-            src, ctx, total = "measured", c.stable_ctx, c.host_total_mib
+            src, ctx, total, anon = "measured", c.stable_ctx, c.host_total_mib, c.anon_mib
             parts = (c.model_mib, c.kv_mib, c.compute_mib)
             load = f"{c.load_s:.1f}" if c.load_s is not None else "—"
         elif p is not None:
-            src, ctx, total = "predicted", p.ctx, p.host_total_mib
+            src, ctx, total, anon = "predicted", p.ctx, p.host_total_mib, None
             parts = (p.model_mib, p.kv_mib, p.compute_mib)
             load = "—"
         else:
             continue
         fits = "—" if usable is None else ("yes" if total <= usable else f"no (> {usable} MiB)")
-        rows.append([e.name, src, str(ctx), _mib(total), *(_mib(x) for x in parts), load, fits])
+        rows.append([e.name, src, str(ctx), _mib(total), _mib(anon), *(_mib(x) for x in parts), load, fits])
     if not rows:
         return _empty("memory", title, "no context probe or memory plan stored", intro)
     headers = [
@@ -169,6 +173,7 @@ def _memory(ev: list[ModelEvidence], routing: Routing) -> Section:
         "source",
         "ctx",
         "host total MiB",
+        "anonymous MiB (measured)",
         "model MiB",
         "KV MiB",
         "compute MiB",

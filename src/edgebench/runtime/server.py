@@ -92,6 +92,14 @@ class ServerProcess:
         return self._sampler.peak_mib if self._sampler else 0.0
 
     @property
+    def peak_anon_mib(self) -> float:
+        return self._sampler.peak_anon_mib if self._sampler else 0.0
+
+    @property
+    def peak_swap_mib(self) -> float:
+        return self._sampler.peak_swap_mib if self._sampler else 0.0
+
+    @property
     def rss_limit_hit(self) -> bool:
         return bool(self._sampler and self._sampler.limit_hit)
 

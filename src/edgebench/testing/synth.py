@@ -15,7 +15,7 @@ from typing import Any, Literal
 import gguf
 import numpy as np
 
-__all__ = ["FType", "tiny_vocab", "write_tiny_llama"]
+__all__ = ["FType", "tiny_vocab", "write_tiny_jamba", "write_tiny_llama"]
 
 FType = Literal["f32", "f16", "q8_0"]
 
@@ -138,7 +138,6 @@ def _add_metadata(
     ftype: FType,
     chat_template: str | None,
 ) -> None:
-    tokens, scores, types = tiny_vocab()
     w.add_name(f"tiny-llama-{n_layer}L-{n_embd}d-{ftype}")
     w.add_file_type(_FILE_TYPES[ftype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -151,8 +150,16 @@ def _add_metadata(
     w.add_rope_dimension_count(n_embd // n_head)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_vocab_size(len(tokens))
+    _add_vocab(w)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
+
+def _add_vocab(w: Any) -> None:
+    tokens, scores, types = tiny_vocab()
+    w.add_vocab_size(len(tokens))
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -161,10 +168,6 @@ def _add_metadata(
     w.add_unk_token_id(0)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    if chat_template is not None:
-        w.add_chat_template(chat_template)
 
 
 def _add_tensors(
@@ -193,3 +196,69 @@ def _add_tensors(
         matrix(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
     norm("output_norm.weight")
     matrix("output.weight", n_vocab, n_embd)
+
+
+def write_tiny_jamba(
+    path: Path, *, n_embd: int = 256, n_ff: int = 512, n_head: int = 4, d_state: int = 64
+) -> Path:
+    """A random-weight hybrid (llama.cpp's jamba arch): 4 layers, attention on 1 and 3
+    (head_count_kv 2), Mamba on 0 and 2, dense FFN, f32 — recurrent state beside a KV cache."""
+    rng = np.random.default_rng(0)
+    d_inner, d_conv, dt_rank, n_layer = 2 * n_embd, 4, 16, 4  # llama.cpp: expansion factor 2 only
+    kv_heads = [0, 2, 0, 2]
+    head_dim = n_embd // n_head
+    n_vocab = len(tiny_vocab()[0])
+    w = gguf.GGUFWriter(path, "jamba")
+    w.add_name("tiny-jamba")
+    w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+    w.add_context_length(8192)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(dt_rank)
+    _add_vocab(w)
+
+    def rand(name: str, *ne: int) -> None:  # ggml order (ne0 first) → numpy reversed
+        w.add_tensor(name, (rng.standard_normal(ne[::-1], dtype=np.float32) * 0.02).astype(np.float32))
+
+    def ones(name: str, n: int) -> None:
+        w.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    rand("token_embd.weight", n_embd, n_vocab)
+    for i, kvh in enumerate(kv_heads):
+        ones(f"blk.{i}.attn_norm.weight", n_embd)
+        if kvh == 0:
+            rand(f"blk.{i}.ssm_in.weight", n_embd, 2 * d_inner)
+            rand(f"blk.{i}.ssm_conv1d.weight", d_conv, d_inner)
+            rand(f"blk.{i}.ssm_conv1d.bias", d_inner)
+            rand(f"blk.{i}.ssm_x.weight", d_inner, dt_rank + 2 * d_state)
+            ones(f"blk.{i}.ssm_dt_norm.weight", dt_rank)
+            rand(f"blk.{i}.ssm_dt.weight", dt_rank, d_inner)
+            rand(f"blk.{i}.ssm_dt.bias", d_inner)
+            ones(f"blk.{i}.ssm_b_norm.weight", d_state)
+            ones(f"blk.{i}.ssm_c_norm.weight", d_state)
+            w.add_tensor(f"blk.{i}.ssm_a", -np.ones((d_inner, d_state), dtype=np.float32))
+            ones(f"blk.{i}.ssm_d", d_inner)
+            rand(f"blk.{i}.ssm_out.weight", d_inner, n_embd)
+        else:
+            rand(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+            rand(f"blk.{i}.attn_k.weight", n_embd, kvh * head_dim)
+            rand(f"blk.{i}.attn_v.weight", n_embd, kvh * head_dim)
+            rand(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        ones(f"blk.{i}.ffn_norm.weight", n_embd)
+        rand(f"blk.{i}.ffn_gate.weight", n_embd, n_ff)
+        rand(f"blk.{i}.ffn_up.weight", n_embd, n_ff)
+        rand(f"blk.{i}.ffn_down.weight", n_ff, n_embd)
+    ones("output_norm.weight", n_embd)
+    rand("output.weight", n_embd, n_vocab)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
