@@ -8,14 +8,15 @@ Usage: python bench/adaptive.py
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from _common import fresh_store, setup
 
 from edgebench.config import SweepConfig
 from edgebench.measure.search import run_search
-from edgebench.measure.space import default_space
-from edgebench.measure.throughput import MeasureSettings, PointMeasurer
+from edgebench.measure.space import Point, default_space
+from edgebench.measure.throughput import MeasureSettings, PointMeasurer, ThroughputResult
 
 
 def main() -> None:
@@ -57,6 +58,32 @@ def main() -> None:
     )
     print(f"wall-time ratio {wall:.3f} (goal ≤ 0.35): {'PASS' if wall <= 0.35 else 'FAIL'}")
     print(f"chosen tg / grid best {quality:.3f} (goal ≥ 0.98): {'PASS' if quality >= 0.98 else 'FAIL'}")
+    _noise(grid.results, chosen, grid.best_tg.result)
+
+
+def _noise(results: list[ThroughputResult], chosen: Point, best: ThroughputResult) -> None:
+    """How far the grid's own figures can be trusted: its CIs, and an A/A inside the grid.
+
+    tg never reads ubatch, so the grid measures every tg config once per ubatch value: the same
+    command run twice, minutes apart."""
+    tg = [r for r in results if r.kind == "tg" and r.ok]
+    mine = next((r for r in tg if r.point == chosen), None)
+    for label, r in (("grid best", best), ("chosen, in the grid", mine)):
+        if r is not None:
+            ci = f"[{r.ci_low or 0:.2f}, {r.ci_high or 0:.2f}]"
+            print(f"  {label:20} {r.config.label():34} {r.mean_ts or 0:6.2f} t/s, 95 % CI {ci}")
+    if mine is not None and mine.ci_high is not None and best.ci_low is not None:
+        tie = mine.ci_high >= best.ci_low
+        print(f"  chosen vs grid best: {'a tie within the grid CIs' if tie else 'worse beyond the grid CIs'}")
+    pairs: dict[Point, list[float]] = {}
+    for r in tg:
+        pairs.setdefault(r.point.model_copy(update={"ubatch": 0}), []).append(r.mean_ts or 0.0)
+    gaps = [abs(a - b) / max(a, b) for a, b in (v for v in pairs.values() if len(v) == 2)]
+    if gaps:
+        print(
+            f"  grid A/A (the same tg config measured twice): {len(gaps)} pairs, median gap "
+            f"{statistics.median(gaps):.1%}, max {max(gaps):.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ REPS = 5
 
 
 def direct(bench: str, model: str, p: Point, t: BenchTest) -> float:
-    """The command a user would type, written out by hand (not through runtime/flags.py)."""
+    """The command a user would type, written out by hand (not through runtime/flags.py).
+
+    With `-ngl 0`, as edgebench runs a CPU host: llama-bench's default (-1, "all layers", even
+    with no GPU in the build) measured 3.5 % slower at t1 pp512 on this host (4 alternating
+    pairs: 264.5-269.8 vs 270.4-279.5 t/s), a config difference, not wrapper overhead."""
     argv = [
         bench,
         "-m",
@@ -48,6 +52,8 @@ def direct(bench: str, model: str, p: Point, t: BenchTest) -> float:
         p.fa,
         "-ub",
         str(p.ubatch),
+        "-ngl",
+        "0",
         "-o",
         "json",
     ]

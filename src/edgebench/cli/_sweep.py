@@ -206,10 +206,21 @@ def render_outcome(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: flo
         f"({o.search}: {o.measured} of {o.grid_size} grid runs; measured on this host)",
         title_justify="left",
     )
-    for col in ("threads", "cpus", "kv", "fa", "ubatch", "test", "t/s", "CI ±", "n", "eff", "status"):
-        t.add_column(
-            col, justify="right" if col in ("t/s", "CI ±", "n", "eff", "threads", "ubatch") else "left"
-        )
+    right = ("t/s", "CI ±", "reps (procs)", "eff", "threads", "ubatch")
+    for col in (
+        "threads",
+        "cpus",
+        "kv",
+        "fa",
+        "ubatch",
+        "test",
+        "t/s",
+        "CI ±",
+        "reps (procs)",
+        "eff",
+        "status",
+    ):
+        t.add_column(col, justify="right" if col in right else "left")
     for r in sorted(o.results, key=lambda r: (r.depth, r.kind, -(r.mean_ts or 0))):
         p = r.point
         eff = f"{r.efficiency:.0%}" if r.efficiency is not None else ""
@@ -225,7 +236,7 @@ def render_outcome(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: flo
             r.test,
             _ts(r),
             f"{r.rel_ci:.1%}" if r.rel_ci is not None else "",
-            str(r.n),
+            f"{r.n} ({r.processes})",
             eff,
             status,
         )

@@ -1,11 +1,12 @@
-"""Throughput sweep: one llama-bench process per (config, test), adaptive repetitions, resumable.
+"""Throughput sweep: llama-bench processes per (config, test), adaptive repetitions, resumable.
 
 Each measured point is a `ThroughputResult` row in the store, committed as soon as it exists;
 a failed config (OOM, crash, hang, an unsupported combination) is a row too, and the sweep
 goes on. Re-running the same sweep finds the stored rows and skips them.
 
-Repetitions are adaptive: a first batch of reps, then as many more as Student's t says are needed
-for the 95 % CI half-width to fall under the target (default ±3 %), up to a cap.
+Repetitions are adaptive and come in processes: at least `min_processes` llama-bench processes of
+`reps_per_process` repetitions, then more processes while the 95 % CI over the process means is
+wider than the target (default ±3 %), up to a cap on repetitions (see stats.summarize_groups).
 """
 
 from __future__ import annotations
