@@ -126,6 +126,10 @@ def test_adaptive_visits_fewer_points(runtime: Runtime, tiny_model: Path) -> Non
     assert m["search"] == "adaptive" and m["grid_size"] == 48
     assert m["measured"] < 0.5 * m["grid_size"]
     assert {x["point"]["ubatch"] for x in m["results"] if x["kind"] == "tg"} == {128}  # ubatch: pp only
+    # quantized V without FA: refused once (by the tg descent, which runs first), never tried again
+    refused = [x for x in m["results"] if x["status"] == "unsupported"]
+    assert refused and {x["kind"] for x in refused} == {"tg"}
+    assert {(x["point"]["fa"], x["point"]["kv"]) for x in refused} == {("off", "q8_0"), ("off", "q4_0")}
     check = m["server_check"]
     assert check["status"] == "ok", check["cause"]
     assert check["tg_mean"] > 0 and check["pp_mean"] > 0 and check["tg_ratio"] > 0

@@ -5,6 +5,7 @@ ubatch only moves prefill (decode goes one token at a time), so tg never sweeps 
 descent tries every value of one dimension with the others held (flash attention and KV type
 count as one joint dimension, since quantized V needs flash attention), moves only when the
 candidate is better beyond noise (its CI above the incumbent's mean), and repeats while it moved.
+A FA × KV combination llama.cpp refused once is not tried again for another test or thread count.
 Extra depths are then measured for the winners only (the depth curve).
 """
 
@@ -83,6 +84,7 @@ def _descend(
     start: Point,
     test: BenchTest,
     measure: Callable[[Point, BenchTest], ThroughputResult],
+    refused: Callable[[Point], bool],
 ) -> None:
     values: dict[str, list[Any]] = {
         "threads": space.threads,
@@ -101,6 +103,8 @@ def _descend(
                 update = {"fa": v[0], "kv": v[1]} if dim == "fa+kv" else {dim: v}
                 cand = best.model_copy(update=update)
                 if cand == best or (cand.cpus.cpus is not None and cand.threads > len(cand.cpus.cpus)):
+                    continue
+                if refused(cand):
                     continue
                 res = measure(cand, test)
                 if _beats(res, best_res):
@@ -136,6 +140,13 @@ def run_search(space: SweepSpace, measurer: PointMeasurer, search: Search) -> Sw
             seen[(p, t)] = measurer.measure(p, t)
         return seen[(p, t)]
 
+    def refused(p: Point) -> bool:
+        # llama.cpp already said this FA × KV combination cannot run (quantized V needs FA): it
+        # will not run for the other test kind or thread count either, so the descent skips it.
+        return any(
+            r.status == "unsupported" and (r.point.fa, r.point.kv) == (p.fa, p.kv) for r in seen.values()
+        )
+
     d0 = space.depth[0]
     pp0, tg0 = space.tests(d0)
     if search == "grid":
@@ -146,8 +157,8 @@ def run_search(space: SweepSpace, measurer: PointMeasurer, search: Search) -> Sw
                 measure(p, tg)
     else:
         start = _start(space)
-        _descend(space, _DIMS_TG, start, tg0, measure)
-        _descend(space, _DIMS_PP, start, pp0, measure)
+        _descend(space, _DIMS_TG, start, tg0, measure, refused)
+        _descend(space, _DIMS_PP, start, pp0, measure, refused)
         results0 = list(seen.values())
         for kind, test_of in (("pp", 0), ("tg", 1)):
             b = best_of(results0, kind, d0)
