@@ -1,7 +1,7 @@
-"""Tiny, deterministic llama-architecture GGUF models for tests.
+"""Tiny, deterministic GGUF models for tests: llama, and a hybrid attention + Mamba (jamba).
 
-The weights are random, but the file is complete enough for the real llama.cpp binaries to
-load and run it: all llama tensors, the usual hparams, and a small SentencePiece-style
+The weights are random, but each file is complete enough for the real llama.cpp binaries to
+load and run it: all tensors of its arch, the usual hparams, and a small SentencePiece-style
 ("llama") vocabulary with byte fallback, so any prompt text tokenizes.
 """
 
