@@ -72,6 +72,11 @@ def test_gemma_base_model_runs_in_completion_mode(
     assert {x["sample"] for x in recs} == {0, 1} and {x["temperature"] for x in recs} == {0.0, 0.7}
     shown = edgebench("quality", str(gemma_path), *SUITES, "-k", "1")
     assert "completion mode" in shown.stdout and "weighted score" in shown.stdout
+    # the table's pass^k column: items whose canonical prompt passed in every run
+    for c in sc["categories"]:
+        steady = sum(i["pass_hat_k"] for i in sc["items"] if i["category"] == c["category"])
+        (row,) = [ln for ln in shown.stdout.splitlines() if ln.startswith(f"│ {c['category']} ")]
+        assert row.split("│")[7].strip() == f"{steady}/{c['items']}"
 
 
 def test_second_server_as_remote_backend(runtime: Runtime, tmp_path: Path, _data_home: Path) -> None:

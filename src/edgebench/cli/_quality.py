@@ -169,11 +169,14 @@ def render_score(sc: SuiteScore) -> None:
         "Wilson 95 %",
         "pass rate (all runs)",
         "95 % CI",
+        "pass^k",
         "failures",
     ):
         t.add_column(col)
     for c in sc.categories:
         fails = ", ".join(f"{k} {v}" for k, v in sorted(c.failures.items(), key=lambda kv: -kv[1]))
+        # items whose canonical prompt passed in every run (greedy and each sample): τ-bench pass^k
+        steady = sum(i.pass_hat_k for i in sc.items if i.category == c.category)
         t.add_row(
             c.category,
             f"×{c.weight:g}",
@@ -181,6 +184,7 @@ def render_score(sc: SuiteScore) -> None:
             f"[{c.wilson_low:.2f}, {c.wilson_high:.2f}]",
             f"{c.mean:.2f}",
             f"[{c.ci_low:.2f}, {c.ci_high:.2f}]",
+            f"{steady}/{c.items}",
             fails,
         )
     console.print(t)
