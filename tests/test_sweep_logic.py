@@ -162,3 +162,59 @@ def test_roofline_caps_swa_layers(gemma_path: Path) -> None:
     assert kv_bytes_per_token(g, "f16", "f16", 100) == pytest.approx(18 * 100 * 1024)
     assert g.output_tied  # no output.weight: the whole embedding table is read for the logits
     assert decode_bytes_per_token(g, "f16", "f16", 0, 1) == pytest.approx(sum(g.tensor_bytes.values()))
+
+
+def test_stored_results_keep_the_newest_row_per_config(tmp_path: Path) -> None:
+    from edgebench.measure.sweep import stored_results
+    from edgebench.measure.throughput import STAGE, ThroughputResult
+    from edgebench.store import Provenance, Store
+
+    point = default_space(PI, SweepConfig()).points().__next__()
+    snap = {"governor": None, "mean_mhz": None, "max_temp_c": None}
+
+    def row(mean: float, build: str, test: str = "tg32") -> ThroughputResult:
+        return ThroughputResult.model_validate(
+            {
+                "model": "m",
+                "model_sha256": "s",
+                "point": point,
+                "config": point.runtime(),
+                "test": test,
+                "kind": test[:2],
+                "n_prompt": 0,
+                "n_gen": 32,
+                "depth": 0,
+                "status": "ok",
+                "cause": "ok",
+                "samples_ts": [mean],
+                "n": 1,
+                "mean_ts": mean,
+                "sd_ts": 0.0,
+                "ci_low": None,
+                "ci_high": None,
+                "rel_ci": None,
+                "processes": 1,
+                "peak_rss_mib": 1,
+                "wall_s": 1,
+                "bytes_per_token": None,
+                "bandwidth_gbs": None,
+                "efficiency": None,
+                "thermal_before": snap,
+                "thermal_after": snap,
+                "drift": False,
+                "bench_row": None,
+                "build_id": build,
+                "host_fingerprint": "h",
+                "measured_at": "t",
+            }
+        )
+
+    store = Store(tmp_path / "s.sqlite")
+    for mean, build, host in ((50.0, "old", "h"), (60.0, "new", "h"), (99.0, "new", "elsewhere")):
+        prov = Provenance(build_id=build, host_fingerprint=host, model_sha256="s")
+        store.put(STAGE, prov, {"p": point.model_dump(mode="json"), "b": build, "h": host}, row(mean, build))
+    prov = Provenance(build_id="new", host_fingerprint="h", model_sha256="s")
+    store.put(STAGE, prov, {"pp": 1}, row(400.0, "new", test="pp128"))
+    here = stored_results(store, "s", host_fingerprint="h")
+    assert sorted((r.test, r.mean_ts) for r in here) == [("pp128", 400.0), ("tg32", 60.0)]
+    assert {r.mean_ts for r in stored_results(store, "s") if r.test == "tg32"} == {99.0}  # newest anywhere

@@ -197,7 +197,7 @@ class Store:
         if model_sha256:
             sql += " AND model_sha256=?"
             args.append(model_sha256)
-        with closing(self.db.execute(sql + " ORDER BY created_at, key", args)) as cur:
+        with closing(self.db.execute(sql + " ORDER BY created_at, rowid", args)) as cur:  # insertion order
             for r in cur:
                 yield _row(r)
 

@@ -24,7 +24,8 @@ __all__ = ["State", "app", "console", "counting_progress", "emit_json", "err_con
 def _console(stderr: bool = False) -> Console:
     # Off a terminal (a log, a pipe, CI) Rich wraps at 80 columns, which folds every table cell
     # into stubs; a wide fixed width keeps table rows on one line. $COLUMNS still wins.
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
     return Console(stderr=stderr, width=width)
 
 

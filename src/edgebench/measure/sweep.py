@@ -10,7 +10,7 @@ from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
 from edgebench.measure.search import Search, SweepOutcome, best_of, run_search
-from edgebench.measure.space import SweepSpace
+from edgebench.measure.space import Point, SweepSpace
 from edgebench.measure.throughput import STAGE, MeasureSettings, PointMeasurer, ThroughputResult
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.flags import RuntimeConfig
@@ -97,8 +97,18 @@ def crosscheck_best(
     return check
 
 
-def stored_results(store: Store, model_sha256: str | None = None) -> list[ThroughputResult]:
-    return [ThroughputResult.model_validate(r.record) for r in store.rows(STAGE, model_sha256)]
+def stored_results(
+    store: Store, model_sha256: str | None = None, host_fingerprint: str | None = None
+) -> list[ThroughputResult]:
+    """Stored throughput rows, one per (model, config, test): a config measured again (another
+    llama.cpp build, or the CI method changed) is represented by its newest row only."""
+    newest: dict[tuple[str, Point, str, int], ThroughputResult] = {}
+    for row in store.rows(STAGE, model_sha256):  # oldest first
+        if host_fingerprint is not None and row.provenance.host_fingerprint != host_fingerprint:
+            continue
+        r = ThroughputResult.model_validate(row.record)
+        newest[(r.model_sha256, r.point, r.test, r.depth)] = r
+    return list(newest.values())
 
 
 def host_default_config(host: HostInfo) -> RuntimeConfig:
@@ -108,7 +118,7 @@ def host_default_config(host: HostInfo) -> RuntimeConfig:
 
 def serving_config(store: Store, model: ModelInfo, host: HostInfo) -> RuntimeConfig:
     """The best decode config the sweep stored for this model, else the host default."""
-    best = best_of(stored_results(store, model.sha256), "tg", 0)
+    best = best_of(stored_results(store, model.sha256, host.fingerprint), "tg", 0)
     return best.result.config if best else host_default_config(host)
 
 
