@@ -46,6 +46,10 @@ def test_bench_argv_maps_every_field() -> None:
     assert (_opt(argv, "-ctk"), _opt(argv, "-ctv"), _opt(argv, "-fa")) == ("q8_0", "q4_0", "on")
     assert _opt(argv, "-lm") == "none"
     assert "taskset" not in argv[0]
+    assert "-v" not in argv
+    # verbose: llama.cpp names the reason it refuses a config (diagnose_failure reads that line)
+    loud = bench_argv("/b/llama-bench", "/m.gguf", cfg, BenchTest(), verbose=True)
+    assert "-v" in loud and loud[: loud.index("-v")] == [a for a in loud if a != "-v"]
 
 
 def test_server_argv_shares_the_mapping() -> None:

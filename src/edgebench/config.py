@@ -116,6 +116,10 @@ class BudgetConfig(_Strict):
     loop_rate_max: float = Field(default=0.25, ge=0, le=1)  # timeout + empty share of all runs
     ram_tie_frac: float = Field(default=0.05, ge=0, lt=1)  # RAM closer than this is not "less" (Pareto)
 
+    def usable_mib(self, ram_total_mib: float) -> float:
+        """RAM a model may use: the host's total minus what is left to the OS."""
+        return float(ram_total_mib - self.ram_reserve_mib)
+
 
 class RunConfig(_Strict):
     """What `edgebench run` measures: lighter than each stage's own defaults, to finish in minutes."""

@@ -52,7 +52,7 @@ def context(
     runtime = ensure_runtime(cfg)
     targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
     host = probe_host()
-    budget = budget_mib or float(host.ram_total_mib - cfg.budgets.ram_reserve_mib)
+    budget = budget_mib or cfg.budgets.usable_mib(host.ram_total_mib)
     swap_limit = swap_limit_mib if swap_limit_mib is not None else float(cfg.budgets.swap_growth_mib)
     probes: list[tuple[ModelInfo, ContextProbe]] = []
     with Progress(

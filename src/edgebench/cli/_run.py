@@ -25,7 +25,7 @@ from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
 from edgebench.measure.context import candidates, probe_context
 from edgebench.measure.space import default_space
-from edgebench.measure.sweep import host_default_config, recommended
+from edgebench.measure.sweep import host_default_config, recommended, serving_config
 from edgebench.models.default import DEFAULT_MODEL_NAME
 from edgebench.models.memory import plan_memory
 from edgebench.models.variants import requantized_variants
@@ -103,12 +103,11 @@ def run(
             server_check=True,
             log_dir=cfg.data_dir / "logs",
         )
-    budget = float(host.ram_total_mib - cfg.budgets.ram_reserve_mib)
+    budget = cfg.budgets.usable_mib(host.ram_total_mib)
     probes = []
     with stage("context"):
-        for m, o, _ in outcomes:
-            best = o.best_tg.result.config if o.best_tg else host_default_config(host)
-            base = best.model_copy(
+        for m, _, _ in outcomes:
+            base = serving_config(store, m, host).model_copy(
                 update={"cache_type_k": rc.context_kv, "cache_type_v": rc.context_kv, "flash_attn": "on"}
             )
             ctxs = [c for c in candidates(m.ctx_train) if c <= rc.context_max] or [min(2048, m.ctx_train)]

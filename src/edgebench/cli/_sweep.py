@@ -190,7 +190,7 @@ def settings_for(
         reps_per_process=cfg.sweep.reps_per_process,
         min_processes=cfg.sweep.min_processes,
         timeout_s=timeout or cfg.sweep.timeout_s,
-        rss_limit_mib=max(256.0, host.ram_total_mib - cfg.budgets.ram_reserve_mib),
+        rss_limit_mib=max(256.0, cfg.budgets.usable_mib(host.ram_total_mib)),
     )
 
 

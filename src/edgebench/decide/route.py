@@ -69,8 +69,8 @@ class _Model:
         )
         self.ctx = e.context.stable_ctx if e.context is not None else None
         self.fits: bool | None = None
-        if m.ram_mib is not None and b.ram_total_mib is not None:
-            self.fits = m.ram_mib <= b.ram_total_mib - b.ram_reserve_mib
+        if m.ram_mib is not None and b.usable_mib is not None:
+            self.fits = m.ram_mib <= b.usable_mib
 
     def cat(self, name: str) -> CategoryScore | None:
         return self.cats.get(name)
@@ -78,7 +78,7 @@ class _Model:
     def ram_text(self, b: Budgets) -> str:
         if self.m.ram_mib is None:
             return "host RAM not measured"
-        limit = "" if b.ram_total_mib is None else f" vs {b.ram_total_mib - b.ram_reserve_mib} MiB usable"
+        limit = "" if b.usable_mib is None else f" vs {b.usable_mib} MiB usable"
         return f"host {self.m.ram_mib:.0f} MiB ({self.m.ram_source}){limit}"
 
 

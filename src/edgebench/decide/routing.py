@@ -49,6 +49,11 @@ class Budgets(BaseModel):
     tool_refusal_max: float
     loop_rate_max: float
 
+    @property
+    def usable_mib(self) -> int | None:
+        """Host RAM − reserve; None when the host's RAM is unknown."""
+        return None if self.ram_total_mib is None else self.ram_total_mib - self.ram_reserve_mib
+
 
 class MapLine(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -150,7 +150,7 @@ def _memory(ev: list[ModelEvidence], routing: Routing) -> Section:
         "planner figures are marked predicted."
     )
     b = routing.budgets
-    usable = None if b.ram_total_mib is None else b.ram_total_mib - b.ram_reserve_mib
+    usable = b.usable_mib
     rows = []
     for e in ev:
         c, p = e.context, e.predicted_memory

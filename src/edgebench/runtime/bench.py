@@ -129,12 +129,9 @@ def diagnose_failure(
     runtime: Runtime, model_path: str, cfg: RuntimeConfig, test: BenchTest, *, timeout_s: float = 120
 ) -> str | None:
     """Re-run a failed config once with -v and return llama.cpp's own reason line, if it gave one."""
-    verbose = cfg.model_copy(update={"extra": (*cfg.extra, "-v")})
     quick = test.model_copy(update={"reps": 1, "warmup": False})
-    res = proc.run(
-        bench_argv(runtime.binary("llama-bench"), model_path, verbose, quick, runtime.dialect),
-        timeout_s=timeout_s,
-    )
+    argv = bench_argv(runtime.binary("llama-bench"), model_path, cfg, quick, runtime.dialect, verbose=True)
+    res = proc.run(argv, timeout_s=timeout_s)
     if res.ok:
         return None
     for line in reversed(res.stderr.splitlines()):

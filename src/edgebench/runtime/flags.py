@@ -189,9 +189,16 @@ def _common_kv(cfg: RuntimeConfig) -> list[str]:
 
 
 def bench_argv(
-    binary: str, model: str, cfg: RuntimeConfig, test: BenchTest, dialect: Dialect | None = None
+    binary: str,
+    model: str,
+    cfg: RuntimeConfig,
+    test: BenchTest,
+    dialect: Dialect | None = None,
+    *,
+    verbose: bool = False,
 ) -> list[str]:
-    """llama-bench argv for exactly one test, JSON on stdout (one config per process)."""
+    """llama-bench argv for exactly one test, JSON on stdout (one config per process); `verbose`
+    makes llama.cpp say why it refused a config (the line diagnose_failure reads)."""
     d = dialect or Dialect()
     argv = [
         *_taskset_prefix(cfg),
@@ -230,6 +237,8 @@ def bench_argv(
         argv += ["-C", cpu_mask_hex(cfg.cpus), "--cpu-strict", "1"]
     if not test.warmup:
         argv.append("--no-warmup")
+    if verbose:
+        argv.append("-v")
     # llama-bench has no separate batch thread count; pp runs use -t as well.
     return argv + list(cfg.extra)
 
