@@ -16,7 +16,7 @@ from edgebench.cli import _quality as _quality
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
 from edgebench.cli import _sweep as _sweep
-from edgebench.cli._common import app, err_console
+from edgebench.cli._common import app, err_console, state
 from edgebench.errors import EdgebenchError
 
 __all__ = ["app", "main"]
@@ -45,7 +45,10 @@ def _fail(msg: str, code: int) -> None:
 def main() -> None:
     """Entry point: every failure leaves as one `edgebench: error: …` line and a non-zero code."""
     try:
-        rv = app(standalone_mode=False)
+        try:
+            rv = app(standalone_mode=False)
+        finally:
+            state.release()  # the host lock, before any error is printed
         if isinstance(rv, int) and rv:
             raise SystemExit(rv)
     except EdgebenchError as exc:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from edgebench.config import Config, load_config
+from edgebench.hostlock import measuring
 from edgebench.store import Store
 
-__all__ = ["State", "app", "console", "counting_progress", "emit_json", "err_console", "state"]
+__all__ = [
+    "NO_WAIT",
+    "State",
+    "app",
+    "console",
+    "counting_progress",
+    "emit_json",
+    "err_console",
+    "hold_host",
+    "state",
+]
 
 
 def _console(stderr: bool = False) -> Console:
@@ -46,6 +58,10 @@ class State:
     debug: bool = False
     _config: Config | None = None
     _store: Store | None = field(default=None, repr=False)
+    held: ExitStack = field(default_factory=ExitStack, repr=False)  # the host lock, while measuring
+
+    def release(self) -> None:
+        self.held.close()
 
     @property
     def config(self) -> Config:
@@ -68,10 +84,23 @@ def _global(
     config: Path | None = typer.Option(None, "--config", "-c", help="edgebench.toml to use."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
+    state.release()
     state.config_path = config
     state.debug = debug
     state._config = None
     state._store = None
+
+
+NO_WAIT_HELP = "Refuse at once when another measurement holds the host, instead of waiting."
+NO_WAIT = typer.Option(False, "--no-wait", help=NO_WAIT_HELP)
+
+
+def hold_host(no_wait: bool) -> None:
+    """Take the host-wide measurement lock for the rest of this command (released when the
+    command ends, by any path: cli.main releases it). Call it after the arguments are validated,
+    before measuring."""
+    say = lambda msg: err_console.print(msg, markup=False, highlight=False)  # noqa: E731
+    state.held.enter_context(measuring(wait=not no_wait, say=say))
 
 
 def emit_json(obj: BaseModel | dict[str, Any] | list[Any]) -> None:

@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.cli._common import console, emit_json, err_console, state
+from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
 from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
@@ -34,6 +34,7 @@ def context(
     swap_limit_mib: float | None = typer.Option(None, "--swap-limit-mib", help="Allowed swap growth."),
     n_decode: int = typer.Option(16, "--n-decode", min=1, help="Tokens to decode after the fill."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_wait: bool = NO_WAIT,
 ) -> None:
     """Find each model's stable context (binary search) and record memory and timings per context."""
     cfg, store = state.config, state.store
@@ -49,6 +50,7 @@ def context(
             raise ConfigError(f"--ctx {ctx!r}: expected comma-separated integers") from None
         if any(c <= 0 for c in ctx_list):
             raise ConfigError(f"--ctx {ctx!r}: contexts must be > 0 (llama.cpp's 0 means ctx_train; say it)")
+    hold_host(no_wait)
     runtime = ensure_runtime(cfg)
     targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
     host = probe_host()

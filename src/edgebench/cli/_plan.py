@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from edgebench.cli._common import console, emit_json, state
+from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
 from edgebench.models.memory import MemoryPlan, fit_context, parse_kv_layers, plan_memory
@@ -41,6 +41,7 @@ def plan(
     budget_gib: float | None = typer.Option(None, "--budget-gib", help="RAM budget for --fit."),
     check: bool = typer.Option(False, "--check", help="Predicted vs measured (llama-server) on a grid."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_wait: bool = NO_WAIT,
 ) -> None:
     """Predict model / KV / compute / output buffers and host total (labelled: predicted)."""
     store = state.store
@@ -67,6 +68,7 @@ def plan(
     )
     the_arch = arch or host_arch()
     if check:
+        hold_host(no_wait)
         rows = _check(
             state.config.data_dir / "logs", [resolve_model(store, model)] if model else list_models(store)
         )

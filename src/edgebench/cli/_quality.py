@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from edgebench.backends.base import Backend
 from edgebench.backends.managed import ManagedLlamaServer
 from edgebench.backends.openai import OpenAICompatible
-from edgebench.cli._common import console, counting_progress, emit_json, state
+from edgebench.cli._common import NO_WAIT, console, counting_progress, emit_json, hold_host, state
 from edgebench.config import BackendConfig, Config
 from edgebench.errors import ConfigError, EdgebenchError
 from edgebench.host.probe import HostInfo, probe_host
@@ -88,11 +88,13 @@ def quality_run(
     timeout: float = typer.Option(300.0, "--timeout", min=1.0, help="Seconds per request."),
     stall: float = typer.Option(60.0, "--stall", min=1.0, help="Seconds of silence mid-stream."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_wait: bool = NO_WAIT,
 ) -> None:
     """Run a suite on models (managed llama-server) and/or remote backends; resumable."""
     cfg, store = state.config, state.store
     s = load_suite(suite, list(suite_dir))
     settings = QualitySettings(samples=samples, temperature=temperature)
+    hold_host(no_wait)
     host = probe_host()
     scores: list[SuiteScore] = []
     jobs: list[tuple[str, Any]] = [("remote", b) for b in backend]

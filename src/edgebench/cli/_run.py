@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgebench.cli._common import console, emit_json, err_console, state
+from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
 from edgebench.cli._context import render_context
 from edgebench.cli._decide import decide_all, render_ranking, render_routing
 from edgebench.cli._quality import managed_target, render_score, run_with_progress
@@ -40,10 +40,12 @@ __all__ = ["register"]
 def run(
     no_bandwidth: bool = typer.Option(False, "--no-bandwidth", help="Skip the memory bandwidth test."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_wait: bool = NO_WAIT,
 ) -> None:
     """Set up (build llama.cpp, install the default model) and measure everything not yet stored."""
     cfg, store = state.config, state.store
     rc = cfg.run
+    hold_host(no_wait)
     timings: dict[str, float] = {}
 
     @contextmanager

@@ -9,7 +9,15 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from edgebench.cli._common import console, counting_progress, emit_json, err_console, state
+from edgebench.cli._common import (
+    NO_WAIT,
+    console,
+    counting_progress,
+    emit_json,
+    err_console,
+    hold_host,
+    state,
+)
 from edgebench.cli._render import gib
 from edgebench.config import Config
 from edgebench.errors import ConfigError
@@ -66,6 +74,7 @@ def sweep(
     ),
     export: Path | None = typer.Option(None, "--export", help="Write llama-bench-compatible JSONL here."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
+    no_wait: bool = NO_WAIT,
 ) -> None:
     """Measure prefill/decode t/s across runtime configs; crash-proof, resumable, adaptive."""
     cfg, store = state.config, state.store
@@ -77,6 +86,7 @@ def sweep(
         raise ConfigError(f"--fa {fa!r}: on, off or auto")
     if ci is not None and not 0 < ci < 1:
         raise ConfigError(f"--ci {ci}: a fraction between 0 and 1, e.g. 0.03")
+    hold_host(no_wait)
     runtime = ensure_runtime(cfg)
     targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
     host = probe_host(measure_bandwidth=True)
