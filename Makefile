@@ -3,7 +3,28 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint test-cross bench clean-venv
+.PHONY: setup run test lint test-cross bench clean-venv sysdeps-run sysdeps-test
+
+# Debian packages: bubblewrap (the code sandbox of the quality suite) for runs; Debian's chromium
+# (headless DOM check of the HTML report) for tests too. Installed when missing and we are root.
+SYSDEPS_RUN := bwrap:bubblewrap
+SYSDEPS_TEST := $(SYSDEPS_RUN) chromium:chromium
+define install_missing
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+		else echo "edgebench: note: missing Debian packages:$$missing (apt-get install$$missing)"; fi; \
+	fi
+endef
+
+sysdeps-run:
+	$(call install_missing,$(SYSDEPS_RUN))
+
+sysdeps-test:
+	$(call install_missing,$(SYSDEPS_TEST))
 
 setup: $(VENV)/.installed
 
@@ -15,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # Set-up included: builds (or reuses) llama.cpp, assembles the default model, measures.
-run: setup
+run: setup sysdeps-run
 	$(BIN)/edgebench run
 
 lint: setup
@@ -24,7 +45,7 @@ lint: setup
 	$(BIN)/mypy
 
 # ruff + mypy (strict on the package) + every test, against the real llama.cpp build.
-test: lint
+test: sysdeps-test lint
 	$(BIN)/pytest
 
 # aarch64 rk3588/rpi5 presets, cross-compiled and run under qemu-user (slow; installs the toolchain).
