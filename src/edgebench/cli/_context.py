@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,6 +17,7 @@ from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
 from edgebench.runtime.flags import KV_TYPES
 from edgebench.setup import ensure_models, ensure_runtime
+from edgebench.textsafe import one_line
 
 __all__ = ["register"]
 
@@ -103,7 +105,7 @@ def _mib(x: float | None) -> str:
 
 
 def _result(t: ContextTrial) -> str:
-    return "OK" if t.ok else f"[red]{t.failed_step}[/red]: {t.cause[:50]}"
+    return "OK" if t.ok else f"[red]{t.failed_step}[/red]: {escape(one_line(t.cause, 50))}"
 
 
 def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) -> None:
@@ -114,7 +116,10 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
         t.add_column(col)
     for m, p in probes:
         tried = ", ".join(f"{x.ctx}{'' if x.ok else ' ✗' + (x.failed_step or '')}" for x in p.trials)
-        t.add_row(m.name, p.kv, str(p.stable_ctx or "none"), tried)
+        stable = str(p.stable_ctx or "none")
+        if p.incomplete:  # a transient failure stopped the search: a lower bound, retried next run
+            stable = f"≥ {p.stable_ctx or 0} (incomplete)"
+        t.add_row(m.name, p.kv, stable, tried)
     console.print(t)
     t = Table(title="per-context probe (measured; predicted host total beside it)", title_justify="left")
     for col in (

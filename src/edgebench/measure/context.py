@@ -59,6 +59,9 @@ class ContextTrial(BaseModel):
     peak_anon_mib: float | None = None  # KV, compute, repacked weights: only swap can take it back
     swap_own_mib: float | None = None  # the server's own pages in swap, at most
     budget_mib: float
+    # Our timeout or the environment (a port taken, a foreign server), not the config: shown,
+    # never reused as the context's verdict (the next run retries).
+    transient: bool = False
     build_id: str
     host_fingerprint: str
     measured_at: str
@@ -70,8 +73,9 @@ class ContextProbe(BaseModel):
 
     model: str
     kv: str
-    stable_ctx: int | None
+    stable_ctx: int | None  # a lower bound when `incomplete`
     trials: list[ContextTrial]
+    incomplete: str | None = None  # why the search stopped early (a transient failure)
 
 
 def candidates(ctx_train: int, lo: int = 2048) -> list[int]:
@@ -131,7 +135,7 @@ class _Prober:
         cfg = self.base.model_copy(update={"ctx": ctx, "parallel": 1})
         key, _ = result_key(STAGE, self.prov, self.params(cfg))
         row = self.store.get(key)
-        if row is not None:
+        if row is not None and not row.record.get("transient"):
             return ContextTrial.model_validate({**row.record, "resumed": True})
         t = self._run(cfg)
         self.store.put(
@@ -153,6 +157,7 @@ class _Prober:
         step: Step | None = None
         cause, load_ms, e2e_ms, decoded, pps, tps = "ok", None, None, 0, None, None
         anon = file_ = None
+        transient = False
         try:
             srv.start()
             load_ms = (srv.startup_s or 0) * 1000
@@ -169,6 +174,9 @@ class _Prober:
                     pps, tps = timings.get("prompt_per_second"), timings.get("predicted_per_second")
                     if decoded < self.n_decode:
                         step, cause = "decode", f"decoded {decoded} of {self.n_decode} tokens"
+            except httpx.TimeoutException:
+                step, transient = "fill", True
+                cause = "no answer within edgebench's request timeout"
             except httpx.HTTPError as exc:
                 step = "ram" if srv.rss_limit_hit else "fill"
                 cause = (
@@ -182,6 +190,7 @@ class _Prober:
         except ServerFailed as exc:
             step = "ram" if exc.cause.value == "rss-limit" else "load"
             cause = exc.detail
+            transient = exc.cause in proc.TRANSIENT
         finally:
             srv.stop()
         swap = max(0.0, _swap_used_mib() - swap0)
@@ -200,7 +209,7 @@ class _Prober:
             flash_attn=cfg.flash_attn,
             ok=step is None,
             failed_step=step,
-            cause=cause,
+            cause=f"{cause} (not the config's doing: retried on the next run)" if transient else cause,
             load_ms=load_ms,
             e2e_ms=e2e_ms,
             prompt_tokens=n_prompt,
@@ -216,6 +225,7 @@ class _Prober:
             peak_anon_mib=round(srv.peak_anon_mib, 1),
             swap_own_mib=round(srv.peak_swap_mib, 1),
             budget_mib=self.budget_mib,
+            transient=transient,
             build_id=self.runtime.build_id,
             host_fingerprint=self.host.fingerprint,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -256,16 +266,23 @@ def probe_context(
         log_dir=log_dir,
     )
     trials: dict[int, ContextTrial] = {}
-    lo, hi, best = 0, len(cands) - 1, None
+    lo, hi, best, incomplete = 0, len(cands) - 1, None, None
     while lo <= hi:
         mid = (lo + hi) // 2
         if cands[mid] not in trials:
             trials[cands[mid]] = p.trial(cands[mid])
         t = trials[cands[mid]]
+        if t.transient:  # says nothing about this context: stop rather than search on a false "no"
+            incomplete = f"context {t.ctx}: {t.cause}"
+            break
         if t.ok:
             best, lo = cands[mid], mid + 1
         else:
             hi = mid - 1
     return ContextProbe(
-        model=model.name, kv=base.cache_type_k, stable_ctx=best, trials=[trials[c] for c in sorted(trials)]
+        model=model.name,
+        kv=base.cache_type_k,
+        stable_ctx=best,
+        trials=[trials[c] for c in sorted(trials)],
+        incomplete=incomplete,
     )

@@ -26,13 +26,14 @@ from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.bench import BenchRun, diagnose_failure, run_bench
 from edgebench.runtime.flags import BenchTest, RuntimeConfig
 from edgebench.runtime.locate import Runtime
-from edgebench.runtime.proc import ExitCause
+from edgebench.runtime.proc import TRANSIENT, ExitCause
 from edgebench.stats import monotonic_drift, summarize_groups
 from edgebench.store import Provenance, Store, result_key
 
 __all__ = ["STAGE", "MeasureSettings", "PointMeasurer", "ThermalSnap", "ThroughputResult"]
 
 STAGE = "throughput"
+TRANSIENT_NOTE = "not the config's doing: retried on the next run"
 
 
 class ThermalSnap(BaseModel):
@@ -82,6 +83,8 @@ class ThroughputResult(BaseModel):
     thermal_before: ThermalSnap
     thermal_after: ThermalSnap
     drift: bool  # tg fell at every repetition: throttling suspected
+    # Our timeout or the environment, not the config: shown, never reused (the next run retries).
+    transient: bool = False
     bench_row: dict[str, Any] | None  # llama-bench's own JSON row (all samples merged), for export
     build_id: str
     host_fingerprint: str
@@ -153,7 +156,7 @@ class PointMeasurer:
     def stored(self, point: Point, test: BenchTest) -> ThroughputResult | None:
         key, _ = result_key(STAGE, self.prov, self.params(point, test))
         row = self.store.get(key)
-        if row is None:
+        if row is None or row.record.get("transient"):
             return None
         return ThroughputResult.model_validate({**row.record, "resumed": True})
 
@@ -192,6 +195,8 @@ class PointMeasurer:
             peak = max(peak, out.peak_rss_mib)
             if out.status is not ExitCause.OK:
                 status, cause = out.status.value, out.detail
+                if out.status in TRANSIENT:
+                    break  # not llama.cpp's doing: no -v diagnosis, and the next run retries
                 if "failed to create context" in out.detail or out.status is ExitCause.FAILED:
                     why = diagnose_failure(self.runtime, self.model.path, cfg, test)
                     if why:
@@ -266,7 +271,7 @@ class PointMeasurer:
             n_gen=test.n_gen,
             depth=test.depth,
             status=status,
-            cause=cause,
+            cause=f"{cause} ({TRANSIENT_NOTE})" if status in TRANSIENT else cause,
             samples_ts=samples,
             process_means=[round(sum(g) / len(g), 3) for g in groups if g],
             n=len(samples),
@@ -284,6 +289,7 @@ class PointMeasurer:
             thermal_before=before,
             thermal_after=after,
             drift=kind == "tg" and monotonic_drift(samples),
+            transient=status in TRANSIENT,
             bench_row=bench_row,
             build_id=self.runtime.build_id,
             host_fingerprint=self.host.fingerprint,

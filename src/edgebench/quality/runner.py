@@ -8,6 +8,7 @@ have: they run in an explicit *completion* mode with a few-shot prompt, and ever
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.backends.base import Backend, ChatRequest, ChatResponse, RequestRefused
+from edgebench.errors import EdgebenchError
 from edgebench.quality.records import FailureClass, ModelOutput, ToolCallOut, Verdict
 from edgebench.quality.sanitize import sanitize
 from edgebench.quality.suite import Item, Message, Suite
@@ -24,6 +26,21 @@ from edgebench.store import Provenance, Store, result_key
 __all__ = ["STAGE", "QualityResult", "QualitySettings", "Target", "build_request", "run_suite"]
 
 STAGE = "quality"
+MAX_TRANSIENT_IN_A_ROW = 3  # a backend that fails this often in a row is down, not answering
+
+# Failures of the serving path, not answers of the model: the connection (a server that is gone
+# or never was), and HTTP statuses that say "not now" or "not here". Never stored as a result.
+_TRANSIENT = re.compile(r"^(connection failed|HTTP (404|408|429|502|503|504)\b)")
+
+
+class BackendDown(EdgebenchError):
+    """Several requests in a row failed before any model answered: stop instead of storing them."""
+
+
+def is_transient(resp: ChatResponse) -> bool:
+    return bool(resp.error and not resp.timed_out and not resp.content and _TRANSIENT.match(resp.error))
+
+
 Mode = Literal["chat", "completion"]
 
 # A neutral few-shot frame for base models: it shows the answer format, not the answers.
@@ -146,6 +163,7 @@ def run_suite(
     on_result: Callable[[QualityResult], None] | None = None,
 ) -> list[QualityResult]:
     results = []
+    in_a_row = 0
     for item, variant, sample in _runs(suite, settings):
         temp = 0.0 if sample == 0 else settings.temperature
         seed = settings.seed + sample
@@ -166,7 +184,16 @@ def run_suite(
         if row is not None:
             res = QualityResult.model_validate({**row.record, "resumed": True})
         else:
-            res = _ask(backend, target, suite, item, variant, sample, temp, seed, settings)
+            res, resp = _ask(backend, target, suite, item, variant, sample, temp, seed, settings)
+            if is_transient(resp):  # not the model's answer: not stored, asked again next run
+                in_a_row += 1
+                if in_a_row >= MAX_TRANSIENT_IN_A_ROW:
+                    raise BackendDown(
+                        f"{target.label}: {in_a_row} requests in a row failed: {resp.error} "
+                        f"(replies stored so far are kept; re-run to resume)"
+                    )
+                continue
+            in_a_row = 0
             store.put(STAGE, target.provenance, params, res, status=res.failure.value)
         results.append(res)
         if on_result:
@@ -184,7 +211,7 @@ def _ask(
     temp: float,
     seed: int,
     settings: QualitySettings,
-) -> QualityResult:
+) -> tuple[QualityResult, ChatResponse]:
     req, tool_mode = build_request(
         item,
         item.prompts()[variant],
@@ -210,7 +237,7 @@ def _ask(
         # The request itself failed (server died, refused before sending): say that, not "wrong".
         verdict = Verdict.fail(FailureClass.EMPTY, f"request failed: {resp.error}")
     clean = sanitize(resp.content, resp.reasoning_content)
-    return QualityResult(
+    result = QualityResult(
         target=target.label,
         backend_id=target.backend_id,
         suite=suite.name,
@@ -240,3 +267,4 @@ def _ask(
         error=resp.error,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    return result, resp

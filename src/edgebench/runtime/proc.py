@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.errors import ProcError
 
 __all__ = [
+    "TRANSIENT",
     "ExitCause",
     "ProcResult",
     "RssSampler",
@@ -50,6 +51,12 @@ class ExitCause(StrEnum):
     BAD_ARGS = "bad-args"
     RSS_LIMIT = "rss-limit"
     FAILED = "failed"  # non-zero exit that is none of the above
+    ENVIRONMENT = "environment"  # not the config's doing: a port taken, a foreign server, a stray kill
+
+
+# Failures caused by edgebench's own limits or by the environment, not properties of the config:
+# stored (labelled) so the user sees them, but never reused as a result; the next run retries.
+TRANSIENT = frozenset({ExitCause.TIMEOUT, ExitCause.ENVIRONMENT})
 
 
 class ProcResult(BaseModel):

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -14,12 +16,16 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from edgebench.runtime import proc
 from edgebench.runtime.flags import RuntimeConfig, server_argv
 from edgebench.runtime.locate import Runtime
 
-__all__ = ["ServerFailed", "ServerProcess", "fixed_completion", "free_port"]
+__all__ = ["ServerFailed", "ServerProcess", "fixed_completion", "free_port", "listening_pid"]
+
+PORT_ATTEMPTS = 3  # a port taken between free_port() and the bind: try another, then give up
+_BIND_FAILED = re.compile(r"couldn't bind|address already in use|failed to bind", re.IGNORECASE)
 
 
 class ServerFailed(Exception):
@@ -55,6 +61,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_pid(port: int) -> int | None:
+    """The pid listening on 127.0.0.1:`port` (TCP), or None when nobody we can see listens."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return int(c.pid)
+    return None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    try:
+        return any(p.pid == ancestor for p in psutil.Process(pid).parents())
+    except psutil.Error:
+        return False
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 class ServerProcess:
     """`with ServerProcess(rt, model, cfg, log) as srv: srv.client.post(...)`."""
 
@@ -69,22 +101,26 @@ class ServerProcess:
         rss_limit_mib: float | None = None,
         verbose: bool = False,
     ) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.argv = server_argv(
-            runtime.binary("llama-server"),
-            model_path,
-            cfg,
-            port=self.port,
-            dialect=runtime.dialect,
-            verbose=verbose,
-        )
+        self._runtime, self.model_path, self._cfg, self._verbose = runtime, model_path, cfg, verbose
+        self._use_port(free_port())
         self.log_file = log_file
         self.ready_timeout_s = ready_timeout_s
         self.rss_limit_mib = rss_limit_mib
         self.startup_s: float | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._sampler: proc.RssSampler | None = None
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.argv = server_argv(
+            self._runtime.binary("llama-server"),
+            self.model_path,
+            self._cfg,
+            port=port,
+            dialect=self._runtime.dialect,
+            verbose=self._verbose,
+        )
         self.client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(600, connect=5))
 
     @property
@@ -114,6 +150,20 @@ class ServerProcess:
             return ""
 
     def start(self) -> ServerProcess:
+        """Start and wait until *our* llama-server answers /health. A port another process took
+        first (the bind failed, or a foreign server answers there) is retried on a new port and
+        reported as an environment failure, never as the config's."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start_once()
+            except ServerFailed as exc:
+                if exc.cause is not proc.ExitCause.ENVIRONMENT or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.client.close()
+                self._use_port(free_port())
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> ServerProcess:
         self._proc = proc.spawn(self.argv, log_file=self.log_file)
         p = self._proc
         self._sampler = proc.RssSampler(
@@ -125,6 +175,7 @@ class ServerProcess:
                 self._fail(timed_out=False)
             try:
                 if self.client.get("/health", timeout=2).status_code == 200:
+                    self._check_ours()
                     self.startup_s = time.monotonic() - t0
                     return self
             except httpx.TransportError:
@@ -132,6 +183,30 @@ class ServerProcess:
             if time.monotonic() - t0 > self.ready_timeout_s:
                 self._fail(timed_out=True)
             time.sleep(0.1)
+
+    def _check_ours(self) -> None:
+        """The server answering on our port must be the process we started, serving our model:
+        another server already on the port would otherwise be measured as this config."""
+        p = self._proc
+        assert p is not None
+        owner = listening_pid(self.port)
+        ours = owner is not None and (owner == p.pid or _descends_from(owner, p.pid))
+        why = None
+        if not ours:
+            who = f"pid {owner}" if owner is not None else "a process we cannot see"
+            why = f"port {self.port} is answered by {who}, not by our llama-server (pid {p.pid})"
+        else:
+            try:
+                r = self.client.get("/props", timeout=5)
+                path = r.json().get("model_path") if r.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                path = None
+            if isinstance(path, str) and not _same_file(path, self.model_path):
+                why = f"the server on port {self.port} serves {path!r}, not {self.model_path!r}"
+        if why is not None:
+            proc.kill_group(p, grace_s=2)
+            self.stop()
+            raise ServerFailed(proc.ExitCause.ENVIRONMENT, why, "")
 
     def _fail(self, *, timed_out: bool) -> None:
         p = self._proc
@@ -142,6 +217,8 @@ class ServerProcess:
         cause, detail = proc.classify_exit(
             p.returncode if p else None, log, timed_out=timed_out, rss_killed=rss_hit
         )
+        if not timed_out and not rss_hit and _BIND_FAILED.search(log):
+            cause, detail = proc.ExitCause.ENVIRONMENT, f"port {self.port} was taken by another process"
         self.stop()
         raise ServerFailed(cause, detail, "\n".join(log.splitlines()[-20:]))
 
