@@ -61,7 +61,9 @@ def server_crosscheck(
     ctx = ((n_prompt + n_gen + 64) // 256 + 1) * 256
     serve_cfg = cfg.model_copy(update={"ctx": ctx, "parallel": 1, "jinja": False})
     log_dir.mkdir(parents=True, exist_ok=True)
-    srv = ServerProcess(runtime, model.path, serve_cfg, log_dir / f"server-check-{cfg.key()}.log")
+    srv = ServerProcess(
+        runtime, model.path, serve_cfg, log_dir / f"server-check-{model.sha256[:12]}-{cfg.key()}.log"
+    )
     pp: list[float] = []
     tg: list[float] = []
     status, cause, startup = "ok", "ok", None
@@ -78,6 +80,8 @@ def server_crosscheck(
                     tg.append(float(t["predicted_per_second"]))
     except ServerFailed as exc:
         status, cause = exc.cause.value, exc.detail
+    except httpx.TimeoutException:  # our limit, not the config's: retried next run (proc.TRANSIENT)
+        status, cause = "timeout", "no answer within edgebench's request timeout"
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         status, cause = "failed", f"request failed: {exc}"[:240]
     ppm = summarize(pp).mean if pp else None

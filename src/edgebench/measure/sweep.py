@@ -15,6 +15,7 @@ from edgebench.measure.throughput import STAGE, MeasureSettings, PointMeasurer, 
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
+from edgebench.runtime.proc import TRANSIENT
 from edgebench.store import Provenance, Store, result_key
 
 __all__ = [
@@ -74,7 +75,7 @@ def crosscheck_best(
     params = {"runtime": cfg.model_dump(mode="json"), "n_prompt": n_prompt, "n_gen": n_gen}
     key, _ = result_key(CHECK_STAGE, prov, params)
     row = store.get(key)
-    if row is not None:
+    if row is not None and row.status not in TRANSIENT:  # our timeout or the environment: retry
         return ServerCheck.model_validate(row.record)
     bench_pp = next(
         (r.mean_ts for r in outcome.results if r.kind == "pp" and r.ok and r.depth == 0 and r.config == cfg),
