@@ -427,4 +427,111 @@ def test_missing_required_keys(tmp_path: Path) -> None:
 
 def test_absurd_block_count(tmp_path: Path) -> None:
     path = _meta_gguf(tmp_path / "huge.gguf", "llama", 4_000_000_000, {})
-    assert "block_count 4000000000 is outside" in _model_error(path)
+    assert "llama.block_count = 4000000000: outside 1..512" in _model_error(path)
+
+
+# ---------------------------------------------------------------------------- hyperparameter checks
+
+from gguf_edit import VT, GGUFTemplate, Value  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama_template(tmp_path_factory: pytest.TempPathFactory) -> GGUFTemplate:
+    # 2 layers, n_embd 128, 4 heads, 2 KV heads, n_ff 256
+    return GGUFTemplate(write_tiny_llama(tmp_path_factory.mktemp("tpl") / "tiny.gguf"))
+
+
+def _u32(v: int) -> Value:
+    return Value(VT.UINT32, v)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("llama.feed_forward_length", Value(VT.FLOAT32, float("nan")), "llama.feed_forward_length = nan: "),
+        ("llama.rope.freq_base", Value(VT.FLOAT32, float("inf")), "llama.rope.freq_base = inf: not a finite"),
+        ("llama.attention.layer_norm_rms_epsilon", Value(VT.FLOAT64, float("-inf")), "= -inf: not a finite"),
+        ("llama.context_length", Value(VT.INT32, -5), "llama.context_length = -5: outside 1.."),
+        ("llama.context_length", _u32(0), "llama.context_length = 0: outside 1.."),
+        ("llama.embedding_length", _u32(2**31), "llama.embedding_length = 2147483648: outside 1.."),
+        ("llama.block_count", Value(VT.UINT64, 2**63), f"llama.block_count = {2**63}: outside 1..512"),
+        ("llama.feed_forward_length", Value(VT.INT64, -256), "llama.feed_forward_length = -256: outside 0.."),
+        (
+            "llama.feed_forward_length",
+            Value(VT.FLOAT32, 256.0),
+            "feed_forward_length = 256.0: expected an int",
+        ),
+        ("llama.attention.head_count", Value(VT.STRING, "four"), "head_count = 'four': expected an integer"),
+        ("llama.attention.head_count", Value(VT.BOOL, True), "head_count = True: expected an integer"),
+        (
+            "llama.attention.head_count_kv",
+            _u32(3),
+            "head_count_kv = 3: does not divide llama.attention.head_count 4",
+        ),
+        (
+            "llama.attention.head_count_kv",
+            _u32(8),
+            "head_count_kv = 8: more than llama.attention.head_count 4",
+        ),
+        ("llama.attention.head_count", _u32(0), "head_count_kv = 2: more than llama.attention.head_count 0"),
+        (
+            "llama.attention.head_count_kv",
+            Value(VT.ARRAY, [2, 2, 2], VT.UINT32),
+            "llama.attention.head_count_kv = [2, 2, 2]: 3 values, expected one per layer (2)",
+        ),
+        (
+            "llama.attention.head_count",
+            Value(VT.ARRAY, [4.0, 4.0], VT.FLOAT32),
+            "llama.attention.head_count = [4.0, 4.0]: expected integers",
+        ),
+        ("llama.block_count", _u32(3), "llama.block_count = 3: the file has tensors for 2 layers"),
+        (
+            "llama.embedding_length",
+            _u32(64),
+            "llama.embedding_length = 64: token_embd.weight has rows of 128",
+        ),
+        ("llama.expert_used_count", _u32(2), "llama.expert_used_count = 2: more than llama.expert_count 0"),
+        ("llama.expert_count", _u32(8), "llama.expert_used_count = 0: must be ≥ 1 with llama.expert_count 8"),
+        ("llama.attention.key_length", _u32(1 << 20), "llama.attention.key_length = 1048576: outside 0.."),
+        (
+            "llama.attention.sliding_window_pattern",
+            Value(VT.ARRAY, [True], VT.BOOL),
+            "sliding_window_pattern = [True]: 1 values, expected one per layer (2)",
+        ),
+        ("llama.nextn_predict_layers", _u32(2), "llama.nextn_predict_layers = 2: outside 0..1"),
+        (
+            "general.architecture",
+            Value(VT.STRING, "lla\nma"),
+            "general.architecture = 'lla\\nma': not an arch",
+        ),
+    ],
+)
+def test_absurd_hyperparameters_are_refused_with_the_key(
+    llama_template: GGUFTemplate, tmp_path: Path, key: str, value: Value, expect: str
+) -> None:
+    path = llama_template.write(tmp_path / "bad.gguf", {key: value})
+    msg = _model_error(path)
+    assert msg.startswith(f"{path}: "), msg
+    assert expect in msg, msg
+
+
+def test_valid_variants_still_read(llama_template: GGUFTemplate, tmp_path: Path) -> None:
+    """Per-layer arrays of the right length, a bigger (in range) context, MQA: all accepted."""
+    ok = {
+        "llama.attention.head_count_kv": Value(VT.ARRAY, [1, 4], VT.INT32),
+        "llama.context_length": Value(VT.UINT64, 1 << 20),
+        "llama.rope.freq_base": Value(VT.FLOAT64, 1e6),
+    }
+    info = read_model_info(llama_template.write(tmp_path / "ok.gguf", ok))
+    assert (info.n_head_kv, info.ctx_train) == ([1, 4], 1 << 20)
+
+
+def test_control_characters_in_general_name_are_escaped(llama_template: GGUFTemplate, tmp_path: Path) -> None:
+    path = llama_template.write(
+        tmp_path / "ansi.gguf", {"general.name": Value(VT.STRING, "evil\n\x1b[31mred\x07")}
+    )
+    name = read_model_info(path).name
+    assert name == "evil\\nred\\x07"
+    # and a stored record written before the check is cleaned when read back
+    stored = read_model_info(path).model_dump(mode="json") | {"name": "a\x1b[2Jb\r\nc"}
+    assert ModelInfo.model_validate(stored).name == "ab\\x0d\\nc"

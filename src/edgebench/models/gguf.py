@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import mmap
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from edgebench.errors import ModelError
+from edgebench.textsafe import one_line
 
 __all__ = ["ModelInfo", "read_model_info", "sha256_file"]
 
@@ -86,6 +88,13 @@ class ModelInfo(BaseModel):
     output_tied: bool = False
     expert_bytes: int = 0
     metadata: dict[str, Scalar]
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, v: str) -> str:
+        # general.name is untrusted text shown in every table and error; records stored before
+        # this check are cleaned when read back.
+        return one_line(v)
 
 
 # ---------------------------------------------------------------------------- header walk
@@ -274,6 +283,162 @@ def _read_header(path: Path) -> tuple[_Header, int]:
     return header, size
 
 
+# ---------------------------------------------------------------------------- hyperparameter checks
+
+# Integer hyperparameters read here or by the planner (under "{arch}."), with generous ranges:
+# beyond every released model, short of values that make the planner predict negative or 1e17
+# MiB. A float or string where llama.cpp expects an integer is refused, as llama.cpp does.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "block_count": (1, _MAX_LAYERS),  # LLAMA_MAX_LAYERS
+    "context_length": (1, 1 << 27),
+    "embedding_length": (1, 1 << 18),
+    "feed_forward_length": (0, 1 << 20),
+    "attention.head_count": (0, 1 << 12),
+    "attention.head_count_kv": (0, 1 << 12),
+    "attention.key_length": (0, 1 << 13),
+    "attention.value_length": (0, 1 << 13),
+    "attention.sliding_window": (0, 1 << 27),
+    "attention.sliding_window_pattern": (0, _MAX_LAYERS),
+    "attention.recurrent_layers": (0, 1),  # a per-layer flag array
+    "vocab_size": (0, 1 << 24),
+    "expert_count": (0, 1024),  # LLAMA_MAX_EXPERTS
+    "expert_used_count": (0, 1024),
+    "expert_feed_forward_length": (0, 1 << 20),
+    "expert_shared_feed_forward_length": (0, 1 << 20),
+    "expert_shared_count": (0, 1024),
+    "nextn_predict_layers": (0, _MAX_LAYERS - 1),
+    "full_attention_interval": (0, _MAX_LAYERS),
+    "ssm.conv_kernel": (0, 1 << 10),
+    "ssm.inner_size": (0, 1 << 20),
+    "ssm.state_size": (0, 1 << 14),
+    "ssm.group_count": (0, 1 << 12),
+    "ssm.time_step_rank": (0, 1 << 16),
+    "wkv.head_size": (0, 1 << 12),
+    "token_shift_count": (0, 64),
+    "shortconv.l_cache": (0, 1 << 12),
+    "kda.head_dim": (0, 1 << 12),
+}
+# Keys llama.cpp reads with get_key_or_arr: one value, or exactly one per layer.
+_PER_LAYER = frozenset(
+    {"feed_forward_length", "attention.head_count", "attention.head_count_kv", "expert_used_count"}
+)
+_PER_LAYER_FLAGS = frozenset({"attention.sliding_window_pattern", "attention.recurrent_layers"})
+_MAX_VOCAB = 1 << 24
+_ARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_BLOCK = re.compile(r"blk\.(\d+)\.")
+
+
+def _show(v: Scalar | _Array) -> str:
+    if isinstance(v, _Array):
+        if v.items is None:
+            return f"array of {v.count}"
+        head = ", ".join(str(x) for x in v.items[:8])
+        return f"[{head}{', …' if v.count > 8 else ''}]"
+    return one_line(repr(v), 80) if isinstance(v, str) else str(v)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _refuse(path: Path, key: str, value: Scalar | _Array, why: str) -> ModelError:
+    return ModelError(f"{path}: {key} = {_show(value)}: {why}")
+
+
+def _check_arch(path: Path, arch: Scalar | _Array | None) -> str:
+    if arch is None or arch == "":
+        raise ModelError(f"{path}: missing required key general.architecture")
+    if not isinstance(arch, str) or not _ARCH_NAME.fullmatch(arch):
+        raise _refuse(path, gguf.Keys.General.ARCHITECTURE, arch, "not an architecture name")
+    return arch
+
+
+def _check_kv(path: Path, kv: dict[str, Scalar | _Array], arch: str) -> int:
+    """Types, finiteness and ranges of the metadata edgebench reads; returns n_layer."""
+    prefix = f"{arch}."
+    if prefix + "block_count" not in kv:
+        raise ModelError(f"{path}: missing required key {prefix}block_count")
+    for key, v in kv.items():  # NaN/inf anywhere in the model's own or general keys
+        if key.startswith(("general.", prefix)):
+            items = (v.items or ()) if isinstance(v, _Array) else (v,)
+            if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+                raise _refuse(path, key, v, "not a finite number")
+    n_layer = 0
+    for name, (lo, hi) in _INT_RANGES.items():  # block_count first: arrays are checked against it
+        key = prefix + name
+        if key not in kv:
+            continue
+        v = kv[key]
+        if isinstance(v, _Array):
+            if name not in _PER_LAYER | _PER_LAYER_FLAGS:
+                raise _refuse(path, key, v, "expected one integer, not an array")
+            if v.count != n_layer:
+                raise _refuse(path, key, v, f"{v.count} values, expected one per layer ({n_layer})")
+            if name in _PER_LAYER_FLAGS:
+                continue
+            if v.items is None or not all(_is_int(x) for x in v.items):
+                raise _refuse(path, key, v, "expected integers")
+            values: tuple[Scalar, ...] = v.items
+        elif _is_int(v):
+            values = (v,)
+        else:
+            raise _refuse(path, key, v, "expected an integer")
+        if name == "nextn_predict_layers":
+            hi = n_layer - 1
+        if any(not lo <= int(x) <= hi for x in values):
+            raise _refuse(path, key, v, f"outside {lo}..{hi}")
+        if name == "block_count":
+            n_layer = int(values[0])
+    return n_layer
+
+
+def _check_layout(
+    path: Path,
+    header: _Header,
+    arch: str,
+    *,
+    n_embd: int,
+    heads: list[int],
+    n_head_kv: list[int],
+    head_dim_k: int,
+    n_vocab: int,
+) -> None:
+    """Hyperparameters that must agree with each other and with the tensors, as llama.cpp checks."""
+    kv = header.kv
+    head_key, kv_key = f"{arch}.attention.head_count", f"{arch}.attention.head_count_kv"
+    if head_key in kv:  # without it (header-only files, some hybrids) there is nothing to compare
+        per_layer = isinstance(kv.get(head_key), _Array) or isinstance(kv.get(kv_key), _Array)
+        for il, (h, k) in enumerate(zip(heads, n_head_kv, strict=True)):
+            where = f" (layer {il})" if per_layer else ""
+            shown = kv.get(kv_key, k)
+            if k > h:
+                raise _refuse(path, kv_key, shown, f"more than {head_key} {h}{where}")
+            if k and h % k:
+                raise _refuse(path, kv_key, shown, f"does not divide {head_key} {h}{where}")
+        if any(n_head_kv) and head_dim_k < 1:
+            raise _refuse(path, head_key, kv[head_key], f"more heads than {arch}.embedding_length {n_embd}")
+    n_expert = _int(kv.get(f"{arch}.expert_count")) or 0
+    used_key = f"{arch}.expert_used_count"
+    used = kv.get(used_key, 0)
+    n_used = max(_per_layer(used, len(heads), [0]), default=0)
+    if n_used > n_expert:
+        raise _refuse(path, used_key, used, f"more than {arch}.expert_count {n_expert}")
+    if n_expert and not n_used:
+        raise _refuse(path, used_key, used, f"must be ≥ 1 with {arch}.expert_count {n_expert}")
+    if n_vocab > _MAX_VOCAB:
+        raise ModelError(f"{path}: vocabulary of {n_vocab} tokens: more than {_MAX_VOCAB}")
+    embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+    if embd is not None and len(embd.shape) == 2 and embd.shape[0] != n_embd:
+        raise _refuse(
+            path, f"{arch}.embedding_length", n_embd, f"token_embd.weight has rows of {embd.shape[0]}"
+        )
+    blocks = [int(m.group(1)) for t in header.tensors if (m := _BLOCK.match(t.name))]
+    if blocks and max(blocks) + 1 != len(heads):
+        raise _refuse(
+            path, f"{arch}.block_count", len(heads), f"the file has tensors for {max(blocks) + 1} layers"
+        )
+
+
 # ---------------------------------------------------------------------------- derivation
 
 # arch -> (period, dense_first, only when {arch}.attention.sliding_window > 0, default window)
@@ -431,9 +596,7 @@ def _templates(kv: dict[str, Scalar | _Array]) -> list[str]:
 
 def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
     kv = header.kv
-    arch = kv.get(gguf.Keys.General.ARCHITECTURE)
-    if not isinstance(arch, str) or not arch:
-        raise ModelError(f"{path}: missing required key general.architecture")
+    arch = _check_arch(path, kv.get(gguf.Keys.General.ARCHITECTURE))
 
     def required(key: str) -> int:
         value = _int(kv.get(key.format(arch=arch)))
@@ -441,9 +604,8 @@ def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
             raise ModelError(f"{path}: missing required key {key.format(arch=arch)}")
         return value
 
-    n_layer = required(gguf.Keys.LLM.BLOCK_COUNT)
-    if not 0 < n_layer <= _MAX_LAYERS:  # also keeps a corrupt count from sizing huge per-layer lists
-        raise ModelError(f"{path}: {arch}.block_count {n_layer} is outside 1..{_MAX_LAYERS}")
+    # before any per-layer list is sized from it: a corrupt count must not allocate billions
+    n_layer = _check_kv(path, kv, arch)
     n_embd = required(gguf.Keys.LLM.EMBEDDING_LENGTH)
     ctx_train = required(gguf.Keys.LLM.CONTEXT_LENGTH)
     n_eff = max(0, n_layer - (_int(kv.get(f"{arch}.nextn_predict_layers")) or 0))
@@ -467,6 +629,16 @@ def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
 
     used = kv.get(f"{arch}.expert_used_count")
     n_expert_used = max(_per_layer(used, n_layer, [0]), default=0) if used is not None else 0
+    _check_layout(
+        path,
+        header,
+        arch,
+        n_embd=n_embd,
+        heads=heads,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_dim_k,
+        n_vocab=n_vocab,
+    )
 
     by_type: Counter[str] = Counter()
     for t in header.tensors:
@@ -479,9 +651,10 @@ def _derive(path: Path, header: _Header, size: int, sha256: str) -> ModelInfo:
 
     templates = _templates(kv)
     name = kv.get(gguf.Keys.General.NAME)
+    name = name.strip() if isinstance(name, str) else ""
     return ModelInfo(
         path=str(path),
-        name=name if isinstance(name, str) and name else path.stem,
+        name=name or path.stem,  # control characters escaped by ModelInfo
         sha256=sha256,
         file_size=size,
         arch=arch,

@@ -213,6 +213,8 @@ def parse_kv_layers(spec: str, n_layer: int) -> dict[int, tuple[str, str]]:
 
 def _meta_int(model: ModelInfo, key: str) -> int | None:
     v = model.metadata.get(f"{model.arch}.{key}")
+    if isinstance(v, float) and not math.isfinite(v):  # a record stored before models add checked it
+        return None
     return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
