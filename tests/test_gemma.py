@@ -23,12 +23,17 @@ def test_run_on_default_model(runtime: Runtime, gemma_path: Path, _data_home: Pa
     r = edgebench("run", "--json", timeout=900, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    (model,) = doc["models"]
+    model, chat = doc["models"]  # the default set: the base model first, then the instruct one
+    assert chat["name"] == "smollm2-135m-instruct-q4_1" and chat["chat_template"] is True
+    assert chat["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert model["name"] == "gemma-3-270m-q4_k_m"
     assert model["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     assert model["chat_template"] is False
     assert Path(model["path"]).parent == _data_home / "models"
-    (sw,) = doc["sweeps"]
+    sw, sw_chat = doc["sweeps"]
+    assert sw_chat["best_tg"]["result"]["status"] == "ok"
+    modes = {q["target"]: q["mode"] for q in doc["quality"]}
+    assert modes == {"gemma-3-270m-q4_k_m": "completion", "smollm2-135m-instruct-q4_1": "chat"}
     pp, tg = sw["best_pp"]["result"], sw["best_tg"]["result"]
     assert pp["test"] == "pp128" and pp["status"] == "ok" and pp["mean_ts"] > 1
     assert tg["test"] == "tg32" and tg["status"] == "ok" and tg["mean_ts"] > 1

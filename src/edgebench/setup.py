@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.config import Config
 from edgebench.errors import EdgebenchError, RuntimeNotFound
 from edgebench.host.probe import HostInfo, probe_host
-from edgebench.models.default import DEFAULT_MODEL_NAME, assemble_default_model
+from edgebench.models.default import (
+    CHAT_MODEL_NAME,
+    DEFAULT_MODEL_NAME,
+    assemble_default_model,
+    fetch_chat_model,
+)
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import add_model, list_models
 from edgebench.runtime.build import build
@@ -89,8 +94,10 @@ def ensure_runtime(cfg: Config, on_progress: Callable[[int, str], None] | None =
 
 
 def ensure_models(cfg: Config, store: Store) -> list[ModelInfo]:
-    """The configured models, or the embedded default model when none are configured."""
+    """The configured models, or the embedded default set when none are configured: the base
+    gemma-3-270m first (its requantized variants are made from it), then SmolLM2-135M-Instruct."""
     if cfg.models:
         return [add_model(store, m.path, m.name) for m in cfg.models]
-    path = assemble_default_model(cfg.models_dir)
-    return [add_model(store, path, DEFAULT_MODEL_NAME)]
+    base = add_model(store, assemble_default_model(cfg.models_dir), DEFAULT_MODEL_NAME)
+    chat = add_model(store, fetch_chat_model(cfg.cache_dir, cfg.models_dir), CHAT_MODEL_NAME)
+    return [base, chat]
