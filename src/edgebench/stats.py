@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import stats as sps
 
 __all__ = [
     "Summary",
@@ -45,6 +44,8 @@ class Summary(BaseModel):
 
 def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
     """Mean, sample sd and the t-interval of the mean. One sample: an infinitely wide CI."""
+    from scipy import stats as sps  # lazy: scipy costs ~1 s of imports at start-up
+
     x = np.asarray(samples, dtype=float)
     n = int(x.size)
     if n == 0:
@@ -77,6 +78,8 @@ def summarize_groups(groups: Sequence[Sequence[float]], confidence: float = 0.95
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion (well-behaved at 0/n and n/n, unlike Wald)."""
+    from scipy import stats as sps  # lazy: scipy costs ~1 s of imports at start-up
+
     if n <= 0:
         return (0.0, 1.0)
     z = float(sps.norm.ppf(0.5 + confidence / 2))
@@ -119,6 +122,8 @@ def clustered_bootstrap(
 
 def mcnemar(a_only: int, b_only: int) -> float:
     """Exact two-sided McNemar p-value from the discordant pairs (items only one model passed)."""
+    from scipy import stats as sps  # lazy: scipy costs ~1 s of imports at start-up
+
     n = a_only + b_only
     if n == 0:
         return 1.0

@@ -19,7 +19,6 @@ import math
 from collections import Counter
 
 from pydantic import BaseModel, ConfigDict
-from scipy import stats as sps
 
 from edgebench.config import BudgetConfig
 from edgebench.decide.evidence import ModelEvidence
@@ -138,6 +137,8 @@ def overlap(a_low: float, a_high: float, b_low: float, b_high: float) -> bool:
 
 
 def _latency_ci(mean: float, sd: float, n: int) -> tuple[float, float]:
+    from scipy import stats as sps  # lazy: scipy costs ~1 s of imports at start-up
+
     if n < 2 or sd <= 0:
         return mean, mean  # no spread known: the point is all we have
     half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)

@@ -21,7 +21,6 @@ from edgebench.decide.evidence import ModelEvidence
 from edgebench.decide.rank import Ranking
 from edgebench.decide.routing import Choice, Routing
 from edgebench.measure.throughput import ThroughputResult
-from edgebench.report import plots
 
 __all__ = ["SECTION_IDS", "Section", "Table", "build_sections", "render_report"]
 
@@ -212,6 +211,8 @@ def _quality(ev: list[ModelEvidence]) -> Section:
         "Mean pass rate per category with its clustered-bootstrap 95 % CI (measured); the weighted "
         "score and the mean request latency per model."
     )
+    from edgebench.report import plots  # lazy: matplotlib only for commands that draw
+
     svg = plots.quality_heatmap(ev)
     if svg is None:
         return _empty("quality", title, "no quality suite has run", intro)
@@ -243,6 +244,8 @@ def _pareto(ranking: Ranking) -> Section:
         "Quality ↑, latency ↓, host RAM ↓. A model is dominated when another is at least as good on "
         "every axis and better beyond noise (CIs apart; RAM more than a few % apart) on one."
     )
+    from edgebench.report import plots  # lazy: matplotlib only for commands that draw
+
     svg = plots.pareto_scatter(ranking)
     if svg is None:
         return _empty("pareto", title, "needs quality and latency for at least one model", intro)
@@ -389,6 +392,8 @@ def _provenance(ev: list[ModelEvidence], provenance: dict[str, Any]) -> Section:
 def build_sections(
     evidence: list[ModelEvidence], ranking: Ranking, routing: Routing, provenance: dict[str, Any]
 ) -> list[Section]:
+    from edgebench.report import plots  # lazy: matplotlib only for commands that draw
+
     b = routing.budgets
     builders: list[Callable[[], Section]] = [
         lambda: _throughput(evidence),
