@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from edgebench.errors import ConfigError
+from edgebench.host.probe import probe_host
 from edgebench.models.gguf import ModelInfo, read_model_info
 from edgebench.models.memory import MemoryPlan, MiB, fit_context, parse_kv_layers, plan_memory
 from edgebench.runtime.flags import FlashAttn, RuntimeConfig
@@ -16,6 +17,7 @@ from edgebench.runtime.locate import Runtime
 from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
 from edgebench.runtime.server import ServerProcess
 from edgebench.testing.synth import write_tiny_jamba
+from edgebench.testing.zoo import ZOO, write_zoo_model
 
 LOGS = Path(__file__).parent / "fixtures" / "llama-logs"
 
@@ -146,8 +148,17 @@ def test_swa_cache_size_rule() -> None:
     assert plan_memory(m, cfg(ctx=768)).swa_cells == 768  # capped by the context
     full = plan_memory(m, cfg(ctx=8192, extra=("--swa-full",)))
     assert full.swa_cells == 8192 and full.kv_mib == 6 * 8192 * row / MiB
-    # a context checkpoint holds one slot's SWA cache
-    assert p2.checkpoint_mib == 5 * 1024 * row / MiB
+    # a context checkpoint holds one slot's unmasked SWA cells (the window, 512), each with its
+    # pos + seq id (12 B), not the whole 1024-cell cache; a long prompt leaves 2 in the host total
+    assert p2.checkpoint_mib == 512 * (5 * row + 12) / MiB
+    assert p2.n_checkpoints == 2 and p2.checkpoints_mib == 2 * p2.checkpoint_mib
+    assert p2.host_total_mib == pytest.approx(
+        p2.buffers_mib + p2.work_mib + p2.overhead_mib + p2.checkpoints_mib
+    )
+    off = plan_memory(m, cfg(ctx=8192, extra=("--ctx-checkpoints", "0")))
+    assert off.n_checkpoints == 0 and off.host_total_mib < p.host_total_mib
+    assert plan_memory(m, cfg(ctx=8192), checkpoints=32).checkpoints_mib == 32 * p.checkpoint_mib
+    assert plan_memory(info(), cfg()).n_checkpoints == 0  # full attention only: no checkpoints
 
 
 # ---------------------------------------------------------------------------- recurrent state
@@ -245,8 +256,13 @@ def test_gemma_weights_and_kv_against_its_real_logs(gemma_path: Path) -> None:
     # Q4_K matmul weights: 18 attn_output + 9 ffn_down tensors (llama.cpp: CPU_REPACK 12.66 MiB)
     x86 = plan_memory(m, cfg(ctx=2048))
     assert x86.repack_mib * MiB == 13271040
-    # arm64 adds Q6_K and Q8_0 matmul weights, but not the Q8_0 token embedding (GET_ROWS)
-    assert plan_memory(m, cfg(ctx=2048), host_arch="aarch64").repack_mib * MiB == 13271040 + 9676800 + 1566720
+    # arm64 (dotprod) adds Q6_K and Q8_0 matmul weights; the Q8_0 token embedding itself stays
+    # mapped (GET_ROWS), but the tied output is its TENSOR_DUPLICATED copy for a matmul: 262144 x
+    # 640 Q8_0 = 178257920 B more in CPU_REPACK
+    arm = plan_memory(m, cfg(ctx=2048), host_arch="aarch64")
+    assert arm.repack_mib * MiB == 13271040 + 9676800 + 1566720 + 178257920
+    # a generic armv8-a build (no dotprod) repacks nothing
+    assert plan_memory(m, cfg(ctx=2048), host_arch="aarch64", cpu_flags=["asimd"]).repack_mib == 0
     for name, c in [
         ("gemma3-270m_c2048_f16_verbose", cfg(ctx=2048)),
         ("gemma3-270m_c2048_q8_0_lv4", cfg(ctx=2048, cache_type_k="q8_0", cache_type_v="q8_0")),
@@ -407,17 +423,21 @@ def check_against_llama(
     runtime: Runtime, model: Path, points: list[tuple[int, str, FlashAttn]], tmp: Path
 ) -> None:
     m = read_model_info(model)
+    flags = probe_host().cpu_flags  # the native build here targets this CPU's features
     for ctx, kv, fa in points:
+        if ctx > m.ctx_train:
+            continue
         c = RuntimeConfig(threads=2, ctx=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
         b = measured(runtime, model, c, tmp / f"{ctx}-{kv}-{fa}.log")
-        host, p = b.host, plan_memory(m, c)
+        host, p = b.host, plan_memory(m, c, cpu_flags=flags)
         label = f"{m.name} ctx={ctx} kv={kv} fa={fa}"
         assert host is not None, label
         assert close(p.model_mib, host.model_mib, 0.02), (label, p.model_mib, host.model_mib)
-        assert close(p.kv_mib, host.kv_mib, 0.02), (label, p.kv_mib, host.kv_mib)
+        # no CPU_REPACK line means nothing was repacked
+        assert close(p.repack_mib, host.repack_mib or 0.0, 0.02), (label, p.repack_mib, host.repack_mib)
+        assert close(p.kv_mib, host.kv_mib or 0.0, 0.02), (label, p.kv_mib, host.kv_mib)
+        assert close(p.recurrent_mib, host.recurrent_mib or 0.0, 0.02), (label, p.recurrent_mib)
         assert close(p.compute_mib, host.compute_mib, 0.10), (label, p.compute_mib, host.compute_mib)
-        if host.repack_mib is not None:
-            assert close(p.repack_mib, host.repack_mib, 0.02), (label, p.repack_mib, host.repack_mib)
 
 
 @pytest.mark.llama
@@ -429,3 +449,87 @@ def test_plan_vs_llama_server_tiny(runtime: Runtime, tiny_model: Path, tmp_path:
 @pytest.mark.gemma
 def test_plan_vs_llama_server_gemma(runtime: Runtime, gemma_path: Path, tmp_path: Path) -> None:
     check_against_llama(runtime, gemma_path, GEMMA_POINTS, tmp_path)
+
+
+# ---------------------------------------------------------------------------- the zoo (issue 19)
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zoo")
+
+
+def zoo(name: str, directory: Path) -> ModelInfo:
+    return read_model_info(write_zoo_model(name, directory))
+
+
+def test_zoo_repack_follows_cpu_features(zoo_dir: Path) -> None:
+    m = zoo("kquant", zoo_dir)
+    # 2 layers: q, k, v, o (256x256, 256x128 x2, 256x256) + gate, up (256x512) Q4_K; ffn_down Q2_K
+    q4k = 2 * (256 * 256 + 2 * 256 * 128 + 256 * 256 + 2 * 256 * 512) * 144 // 256
+    q2k = 2 * 512 * 256 * 84 // 256
+    q6k_out = 512 * 256 * 210 // 256  # the output matmul; the Q4_K token_embd is GET_ROWS
+    avx2 = plan_memory(m, cfg(), cpu_flags=["sse4_2", "avx", "avx2", "fma"])
+    assert avx2.repack_mib * MiB == q4k
+    avx512 = plan_memory(m, cfg(), cpu_flags=["avx2", "avx512f", "avx512bw"])
+    assert avx512.repack_mib * MiB == q4k + q2k  # ggml_cpu_has_avx512() adds the Q2_K kernel
+    rk3588 = plan_memory(m, cfg(), host_arch="aarch64", cpu_flags=["fp", "asimd", "asimddp"])
+    assert rk3588.repack_mib * MiB == q4k + q6k_out  # Q6_K 8x4 with dotprod; no Q2_K kernel on Arm
+    assert plan_memory(m, cfg(), host_arch="aarch64", cpu_flags=["asimd"]).repack_mib == 0
+    # the mapped range runs from the first non-repacked tensor (token_embd) to the last: the
+    # repacked ones in between stay inside it; on Arm the output, last in the file, leaves it
+    assert avx2.model_mib == avx512.model_mib
+    assert rk3588.model_mib * MiB == avx2.model_mib * MiB - q6k_out
+    assert avx2.model_mib * MiB == pytest.approx(sum(m.tensor_bytes.values()), abs=32 * 32)
+
+
+def test_zoo_mapping_range_and_tied_output(zoo_dir: Path) -> None:
+    moe = zoo("moe-q4tail", zoo_dir)
+    p = plan_memory(moe, cfg())
+    exps = 2 * 3 * 256 * 256 * 4 * 18 // 32  # 2 layers x gate/down/up x n_embd x n_ff x 4 experts
+    assert p.repack_mib * MiB == exps
+    # the experts sit at the end of the file: the mapped buffer stops before them
+    assert p.model_mib * MiB == pytest.approx(sum(moe.tensor_bytes.values()) - exps, abs=32 * 64)
+    assert plan_memory(moe, cfg(mmap=False)).model_mib == pytest.approx(p.model_mib, abs=0.01)
+    tied = zoo("tied-q4_0", zoo_dir)
+    t = plan_memory(tied, cfg())
+    embd = 512 * 256 * 18 // 32
+    assert tied.output_tied and t.repack_mib * MiB == embd  # the output's own repacked copy
+    assert t.model_mib * MiB >= sum(tied.tensor_bytes.values())  # the embedding stays mapped too
+    assert plan_memory(tied, cfg(extra=("--no-repack",))).repack_mib == 0
+
+
+def test_zoo_per_layer_head_sizes_and_shared_kv(zoo_dir: Path) -> None:
+    m = zoo("gemma4-kvshare", zoo_dir)
+    p = plan_memory(m, cfg(ctx=4096))
+    # layers 0-3 own a cache (shared_kv_layers 2); SWA layers 0-2 have 2 heads of 64, full layer 3
+    # 2 heads of 128; the SWA cache is PAD(256 + 512) = 768 cells
+    assert [lk.layer for lk in p.layers] == [0, 1, 2, 3] and p.swa_cells == 768
+    assert [lk.k_bytes for lk in p.layers] == [768 * 128 * 2] * 3 + [4096 * 256 * 2]
+    assert p.kv_mib * MiB == 2 * (3 * 768 * 128 * 2 + 4096 * 256 * 2)
+    # without flash attention V is padded to the widest layer (256) on every layer
+    off = plan_memory(m, cfg(ctx=4096, flash_attn="off"))
+    assert [lk.v_bytes for lk in off.layers] == [768 * 256 * 2] * 3 + [4096 * 256 * 2]
+    # a checkpoint holds the 256-cell window of the SWA layers only
+    assert p.checkpoint_mib * MiB == 256 * (3 * 2 * 128 * 2 + 12)
+
+
+def test_unknown_architecture_is_said_so() -> None:
+    p = plan_memory(info(arch="deepseek2", metadata={"deepseek2.feed_forward_length": 1536}), cfg())
+    assert p.unverified == ["KV", "compute"]
+    assert any("not one the planner has been checked on" in n for n in p.notes)
+    assert plan_memory(info(), cfg()).unverified == []
+
+
+ZOO_POINTS: list[tuple[int, str, FlashAttn]] = [
+    (4096, "f16", "on"),
+    (16384, "q8_0", "on"),
+    (4096, "f16", "off"),
+]
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_against_llama_server(runtime: Runtime, zoo_dir: Path, tmp_path: Path, name: str) -> None:
+    """Every zoo model loaded by the real llama-server: its own buffer lines against the plan."""
+    check_against_llama(runtime, write_zoo_model(name, zoo_dir), ZOO_POINTS, tmp_path)

@@ -13,11 +13,12 @@ from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
 from edgebench.models.memory import MemoryPlan, fit_context, parse_kv_layers, plan_memory
 from edgebench.models.registry import list_models, resolve_model
+from edgebench.runtime.fitparams import Projection, project_memory
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 from edgebench.runtime.memlog import read_memory_log
-from edgebench.runtime.presets import host_arch
+from edgebench.runtime.presets import host_arch, resolve_preset
 from edgebench.runtime.server import ServerFailed, ServerProcess
-from edgebench.setup import ensure_runtime
+from edgebench.setup import ensure_runtime, locate_quietly
 from edgebench.store import Provenance
 
 __all__ = ["register"]
@@ -36,6 +37,9 @@ def plan(
     ubatch: int = typer.Option(512, "--ubatch", min=1),
     arch: str | None = typer.Option(
         None, "--arch", help="Host arch to plan for: x86_64 or aarch64 (repack)."
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Build preset the model runs on (its CPU features decide repack), e.g. rk3588."
     ),
     fit: bool = typer.Option(False, "--fit", help="Largest context that fits --budget-gib, per KV type."),
     budget_gib: float | None = typer.Option(None, "--budget-gib", help="RAM budget for --fit."),
@@ -66,7 +70,7 @@ def plan(
         ubatch=ubatch,
         batch=max(2048, ubatch),
     )
-    the_arch = arch or host_arch()
+    the_arch, flags = _target(arch, preset)
     if check:
         hold_host(no_wait)
         rows = _check(
@@ -83,22 +87,61 @@ def plan(
     if ctx > m.ctx_train:
         raise ConfigError(f"--ctx {ctx}: above {m.name}'s trained context {m.ctx_train}")
     layers = parse_kv_layers(kv_layers, m.n_layer) if kv_layers else None
-    p = plan_memory(m, cfg, n_parallel=parallel, kv_layers=layers, host_arch=the_arch)
+    p = plan_memory(m, cfg, n_parallel=parallel, kv_layers=layers, host_arch=the_arch, cpu_flags=flags)
     fits = None
     if fit:
         if budget_gib is None:
             raise ConfigError("--fit needs --budget-gib (the RAM you can give the model)")
-        fits = fit_context(m, cfg, budget_gib * 1024, n_parallel=parallel, host_arch=the_arch)
+        fits = fit_context(
+            m, cfg, budget_gib * 1024, n_parallel=parallel, host_arch=the_arch, cpu_flags=flags
+        )
+    projection = _projection(m.path, cfg) if p.unverified and the_arch == host_arch() else None
     if json_:
-        emit_json({"plan": p, "fit": fits, "budget_gib": budget_gib})
+        emit_json({"plan": p, "fit": fits, "budget_gib": budget_gib, "llama_cpp_projection": projection})
         return
     _render_plan(p)
+    if projection is not None:
+        _render_projection(p, projection)
     if fits is not None:
         console.print(
             f"largest context fitting {budget_gib} GiB (predicted): "
             + ", ".join(f"{t} → {c}" for t, c in fits.items()),
             highlight=False,
         )
+
+
+def _target(arch: str | None, preset: str | None) -> tuple[str, tuple[str, ...] | None]:
+    """(host arch, CPU features of the build) the plan is for: a preset's target features, this
+    host's own flags for a native build here, else the arch's defaults (HOST_ARCHES)."""
+    if preset is not None:
+        pr = resolve_preset(preset)
+        if arch is not None and arch != pr.arch:
+            raise ConfigError(f"--arch {arch} and --preset {preset} ({pr.arch}) disagree")
+        if pr.target_features is not None:
+            return pr.arch, pr.target_features
+        arch = pr.arch
+    the_arch = arch or host_arch()
+    if the_arch == host_arch():
+        return the_arch, tuple(probe_host().cpu_flags) or None
+    return the_arch, None
+
+
+def _projection(model_path: str, cfg: RuntimeConfig) -> Projection | None:
+    """llama.cpp's own projection, when a build is at hand (plan never builds one)."""
+    runtime = locate_quietly(state.config)
+    return None if runtime is None else project_memory(runtime, model_path, cfg)
+
+
+def _render_projection(p: MemoryPlan, proj: Projection) -> None:
+    if proj.error is not None:
+        console.print(f"llama.cpp projection (llama-fit-params): unavailable ({proj.error})", highlight=False)
+        return
+    console.print(
+        f"llama.cpp projection (llama-fit-params, for the {', '.join(p.unverified)} this planner has not "
+        f"checked): model {proj.model_mib:.0f} MiB, context {proj.context_mib:.0f} MiB, compute "
+        f"{proj.compute_mib:.0f} MiB (logits for a full ubatch; no CPU_REPACK copy, no process overhead)",
+        highlight=False,
+    )
 
 
 def _render_plan(p: MemoryPlan) -> None:
@@ -115,6 +158,7 @@ def _render_plan(p: MemoryPlan) -> None:
         ("KV cache", p.kv_mib),
         ("  of which SWA", p.kv_swa_mib),
         ("recurrent state", p.recurrent_mib),
+        (f"context checkpoints ({p.n_checkpoints})", p.checkpoints_mib),
         ("compute", p.compute_mib),
         ("output", p.output_mib),
         ("CPU work buffer", p.work_mib),
@@ -129,9 +173,11 @@ def _render_plan(p: MemoryPlan) -> None:
 
 
 def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
-    """Start llama-server per grid point, read its own buffer lines, compare with the plan."""
+    """Start llama-server per grid point, read its own buffer lines, compare with both predictors:
+    the planner and llama.cpp's own projection (llama-fit-params)."""
     runtime = ensure_runtime(state.config)
-    fingerprint = probe_host().fingerprint
+    host = probe_host()
+    fingerprint, flags = host.fingerprint, tuple(host.cpu_flags) or None
     rows = []
     for m in models:
         for ctx in (2048, 8192):
@@ -142,9 +188,12 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                     if kvt != "f16" and fa == "off":
                         continue  # quantized V needs flash attention
                     cfg = RuntimeConfig(threads=2, ctx=ctx, cache_type_k=kvt, cache_type_v=kvt, flash_attn=fa)
-                    p = plan_memory(m, cfg)
+                    p = plan_memory(m, cfg, cpu_flags=flags)
                     # RSS is sampled right after load, with nothing in the cache: predict that state.
-                    at_load = plan_memory(m, cfg, tokens_in_cache=1).host_total_mib
+                    at_load = plan_memory(
+                        m, cfg, tokens_in_cache=1, cpu_flags=flags, checkpoints=0
+                    ).host_total_mib
+                    proj = project_memory(runtime, m.path, cfg)
                     log = log_dir / f"plan-check-{m.name}-{cfg.key()}.log"
                     log_dir.mkdir(parents=True, exist_ok=True)
                     try:
@@ -166,6 +215,13 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                         "compute": p.compute_mib,
                         "rss": at_load,
                     }
+                    # llama.cpp's own projection: its "context" is KV + recurrent state
+                    llama_proj = {
+                        "model": proj.model_mib,
+                        "kv": None if proj.context_mib is None else proj.context_mib - p.recurrent_mib,
+                        "compute": proj.compute_mib,
+                        "rss": None,
+                    }
                     err = {b: (100 * (pred[b] - mv) / mv if mv else None) for b, mv in meas.items()}
                     rows.append(
                         {
@@ -176,6 +232,10 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
                             "predicted": pred,
                             "measured": meas,
                             "error_pct": err,
+                            "unverified": p.unverified,
+                            "llama_cpp_projection": llama_proj,
+                            "llama_cpp_projection_error": proj.error,
+                            "llama_cpp_error_pct": {b: _pct(llama_proj[b], mv) for b, mv in meas.items()},
                         }
                     )
                     state.store.put(
@@ -189,23 +249,35 @@ def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _pct(pred: float | None, meas: float | None) -> float | None:
+    return 100 * (pred - meas) / meas if pred is not None and meas else None
+
+
 def _render_check(rows: list[dict[str, Any]]) -> None:
     t = Table(
-        title="planner accuracy: predicted vs measured (llama-server's own buffer lines; RSS sampled "
-        "at load, before any request)",
+        title="planner accuracy: PREDICTED (edgebench planner) and PROJECTED (llama.cpp's llama-fit-params) "
+        "vs MEASURED (llama-server's own buffer lines; RSS sampled at load, before any request)",
         title_justify="left",
     )
-    for col in ("model", "ctx", "kv", "fa", "model buf", "KV", "compute", "RSS"):
+    for col in ("model", "ctx", "kv", "fa", "source", "model buf", "KV", "compute", "RSS"):
         t.add_column(col)
     for r in rows:
         if "error" in r:
-            t.add_row(r["model"], str(r["ctx"]), r["kv"], r["fa"], f"[red]{r['error']}[/red]", "", "", "")
+            t.add_row(r["model"], str(r["ctx"]), r["kv"], r["fa"], "", f"[red]{r['error']}[/red]", "", "", "")
             continue
-        cells = []
-        for b in ("model", "kv", "compute", "rss"):
-            e, mv, pv = r["error_pct"][b], r["measured"][b], r["predicted"][b]
-            cells.append(f"{pv:.1f} / {mv:.1f} ({e:+.1f} %)" if e is not None and mv else "—")
-        t.add_row(r["model"], str(r["ctx"]), r["kv"], r["fa"], *cells)
+        flag = " (unverified arch)" if r.get("unverified") else ""
+        for source, key, ekey in (
+            ("measured", "measured", None),
+            (f"planner{flag}", "predicted", "error_pct"),
+            ("llama.cpp", "llama_cpp_projection", "llama_cpp_error_pct"),
+        ):
+            cells = []
+            for b in ("model", "kv", "compute", "rss"):
+                v = (r.get(key) or {}).get(b)
+                e = (r.get(ekey) or {}).get(b) if ekey else None
+                cells.append("—" if v is None else f"{v:.1f}" + (f" ({e:+.1f} %)" if e is not None else ""))
+            head = (r["model"], str(r["ctx"]), r["kv"], r["fa"]) if source == "measured" else ("", "", "", "")
+            t.add_row(*head, source, *cells)
     console.print(t)
 
 

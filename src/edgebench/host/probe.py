@@ -121,6 +121,9 @@ class HostInfo(BaseModel):
     bandwidth_method: str | None
     fingerprint: str
     compatible: list[str] = Field(default_factory=list)  # device-tree compatible, most specific first
+    # CPU features every online core has (/proc/cpuinfo "flags" on x86, "Features" on Arm): what a
+    # native llama.cpp build compiles for, hence which weights ggml repacks (avx2, avx512f, asimddp…)
+    cpu_flags: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -179,6 +182,12 @@ def _parse_cpuinfo(text: str) -> tuple[dict[int, dict[str, str]], dict[str, str]
         else:
             glob.update(fields)
     return per_cpu, glob
+
+
+def _cpu_flags(per_cpu: dict[int, dict[str, str]], cpus: list[int]) -> list[str]:
+    """Flags common to every online core (a big.LITTLE pair may differ: the weaker core decides)."""
+    sets = [set((f.get("flags") or f.get("Features") or "").split()) for c in cpus if (f := per_cpu.get(c))]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def _parse_meminfo(text: str) -> dict[str, int]:
@@ -436,6 +445,7 @@ def probe_host(root: Path = Path("/"), *, measure_bandwidth: bool = False) -> Ho
         bandwidth_method=method,
         fingerprint=_fingerprint(cpu_model, arch, board, clusters, ram_total_mib),
         compatible=compatible,
+        cpu_flags=_cpu_flags(per_cpu, cpus),
     )
 
 

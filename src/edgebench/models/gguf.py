@@ -114,6 +114,7 @@ class _Tensor:
     n_elements: int
     n_bytes: int
     shape: tuple[int, ...]
+    offset: int = 0  # from the start of the data section (llama_model_loader's weight->offs - data start)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def _walk(buf: mmap.mmap) -> _Header:
         if shape and shape[0] % block:
             raise _Corrupt(f"tensor {name!r} row of {shape[0]} is not a multiple of {qtype.name} blocks")
         n_bytes = n_elements // block * type_size
-        tensors.append(_Tensor(name, qtype.name, n_elements, n_bytes, shape))
+        tensors.append(_Tensor(name, qtype.name, n_elements, n_bytes, shape, offset))
         ends.append(offset + n_bytes)
 
     align = kv.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT)

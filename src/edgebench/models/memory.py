@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -39,15 +39,17 @@ import gguf
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.errors import ConfigError, ModelError
-from edgebench.models.gguf import ModelInfo, _read_header
+from edgebench.models.gguf import ModelInfo, _Array, _read_header
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 
 __all__ = [
     "DEFAULT_KV_TYPES",
     "HOST_ARCHES",
+    "VERIFIED_ARCHS",
     "LayerKV",
     "MemoryPlan",
     "MiB",
+    "cpu_features",
     "fit_context",
     "parse_kv_layers",
     "plan_memory",
@@ -57,6 +59,11 @@ MiB = 1024 * 1024
 _PAD = 256  # GGML_PAD(n_ctx, 256) in llama_context, and the iSWA cache padding
 _MAX_SEQ = 256  # LLAMA_MAX_SEQ
 DEFAULT_KV_TYPES = ("f16", "q8_0", "q4_0")
+# Architectures whose KV cache, recurrent state and compute buffer this planner has been checked
+# against llama-server's own buffer lines (tests/test_memory_plan.py, bench/planner_accuracy.py:
+# the synthetic zoo in edgebench.testing.zoo and gemma-3-270m). Any other architecture gets a
+# plan from the same generic rules, said to be unverified, with llama.cpp's projection beside it.
+VERIFIED_ARCHS = frozenset({"llama", "gemma3", "gemma4", "jamba"})
 
 # Host RSS beyond llama.cpp's buffers: binary, libraries, threads, the HTTP server, the vocabulary
 # (token strings, maps, token-to-piece cache, a sampler's n_vocab candidates) and the KV cells'
@@ -70,22 +77,67 @@ _OVERHEAD_PER_VOCAB = 193
 _OVERHEAD_PER_CELL = 48
 _OVERHEAD_PER_USED_CELL = 88
 
-# Tensor types ggml-cpu re-lays out into CPU_REPACK, with the row multiple each needs (ne[1] % n),
-# per host class: x86-64 with AVX2 (AVX-512 adds Q2_K), and arm64 with NEON dotprod (Cortex-A76:
-# RK3588, Raspberry Pi 5). From ggml_repack_get_optimal_repack_type.
-_X86 = {"Q4_0": 8, "Q4_K": 8, "IQ4_NL": 8, "MXFP4": 8}
-_ARM = {"Q1_0": 4, "Q4_0": 4, "Q4_K": 8, "Q5_K": 8, "Q6_K": 8, "IQ4_NL": 4, "MXFP4": 4, "Q8_0": 4}
-HOST_ARCHES: dict[str, dict[str, int]] = {
-    "x86_64": _X86,
-    "amd64": _X86,
-    "x86_64+avx512": {**_X86, "Q2_K": 8},
-    "aarch64": _ARM,
-    "arm64": _ARM,
-    "riscv64": {},  # its repack kernels need specific vector lengths: assume none
-    "none": {},
+# Which tensors ggml-cpu re-lays out into CPU_REPACK: ggml_repack_get_optimal_repack_type
+# (ggml/src/ggml-cpu/repack.cpp) tries, per type, kernels gated on the *compiled* CPU features
+# (ggml_cpu_has_avx2() is `#if defined(__AVX2__)`, likewise dotprod/i8mm/sve/avx512), each needing
+# ne[1] % n == 0; the first kernel whose features are present and whose row multiple divides wins,
+# else the next is tried. Features: x86 "avx2", "avx512f"; Arm "neon", "dotprod", "i8mm", and
+# "sve256" (SVE with a 256-bit vector: ggml_cpu_get_sve_cnt() == QK8_0 bytes).
+_REPACK_KERNELS: dict[str, tuple[tuple[frozenset[str], int], ...]] = {
+    t: tuple((frozenset(need.split()), n) for need, n in rules)
+    for t, rules in {
+        "Q4_0": (("avx2", 8), ("sve256 i8mm", 8), ("neon i8mm", 4), ("neon dotprod", 4)),
+        "Q4_K": (("avx2", 8), ("neon i8mm", 8), ("neon dotprod", 8)),
+        "Q2_K": (("avx512f", 8),),
+        "Q5_K": (("neon i8mm", 8), ("neon dotprod", 8)),
+        "Q6_K": (("neon i8mm", 8), ("neon dotprod", 8)),
+        "IQ4_NL": (("avx2", 8), ("neon dotprod", 4)),
+        "MXFP4": (("avx2", 8), ("neon dotprod", 4)),
+        "Q8_0": (("neon i8mm", 4), ("neon dotprod", 4)),
+        "Q1_0": (("neon i8mm", 4), ("neon dotprod", 4)),
+    }.items()
 }
-# Weights read with GET_ROWS (not MUL_MAT) stay in the plain buffer even when their type repacks.
-_NOT_MATMUL = re.compile(r"(^token_embd\.|per_layer_token_embd|\.ssm_conv1d\.)")
+# Default target features per host class when nothing better is known: x86-64 with AVX2 (any
+# x86-64 CPU of the last decade), arm64 with NEON dotprod (Cortex-A76: RK3588, Raspberry Pi 5).
+# The host probe (HostInfo.cpu_flags) and the build presets (Preset.target_features) say more.
+HOST_ARCHES: dict[str, frozenset[str]] = {
+    "x86_64": frozenset({"avx2"}),
+    "amd64": frozenset({"avx2"}),
+    "x86_64+avx512": frozenset({"avx2", "avx512f"}),
+    "aarch64": frozenset({"neon", "dotprod"}),
+    "arm64": frozenset({"neon", "dotprod"}),
+    "riscv64": frozenset(),  # its repack kernels need specific vector lengths: assume none
+    "none": frozenset(),
+}
+# /proc/cpuinfo names → ggml's feature names (Arm "Features", x86 "flags")
+_FEATURE_ALIASES = {"asimd": "neon", "asimddp": "dotprod", "avx512": "avx512f"}
+# Weights llama.cpp reads with an op other than MUL_MAT/MUL_MAT_ID (LLM_TENSOR_INFOS,
+# src/llama-arch.cpp: GET_ROWS, SSM_CONV, NONE): never placed in CPU_REPACK, whatever their type.
+_NOT_MATMUL = re.compile(
+    r"^(token_embd|position_embd|token_types|per_layer_token_embd|masked_embd_\w+|d2t|markov_w1"
+    r"|selector_\w+)\.|\.(ssm_conv1d|shortconv\.conv|ple_conv1d|attn_compressor_ape|indexer_compressor_ape"
+    r"|attn_rel_b|cross_attn_rel_b|ffn_gate_tid2eid|nextn\.embed_tokens)\."
+)
+
+
+def cpu_features(host_arch: str, flags: Iterable[str] | None = None) -> frozenset[str]:
+    """The ggml features repack depends on: from CPU flags when given, else the host class default."""
+    if flags is None:
+        return HOST_ARCHES.get(host_arch.lower(), frozenset())
+    out = {_FEATURE_ALIASES.get(f.lower(), f.lower()) for f in flags}
+    if host_arch.lower() in ("aarch64", "arm64"):
+        out.add("neon")  # every arm64 build has NEON (__ARM_NEON)
+        if "sve" in out and "sve256" not in out:
+            out.discard("sve")  # the 8-row Q4_0 kernel needs a 256-bit SVE vector; unknown here
+    return frozenset(out)
+
+
+def _repack_multiple(ggml_type: str, features: frozenset[str], ne1: int) -> int | None:
+    """The row multiple of the kernel ggml picks for a weight with ne[1] rows, or None."""
+    for need, n in _REPACK_KERNELS.get(ggml_type, ()):
+        if need <= features and ne1 % n == 0:
+            return n
+    return None
 
 
 class LayerKV(BaseModel):
@@ -128,7 +180,11 @@ class MemoryPlan(BaseModel):
     output_mib: float
     work_mib: float  # ggml-cpu's graph work buffer (not in llama.cpp's log; malloc'ed per graph)
     overhead_mib: float  # process RSS beyond llama.cpp's buffers (calibrated)
-    checkpoint_mib: float  # one llama-server context checkpoint (SWA KV + recurrent state of a slot)
+    checkpoint_mib: float  # one llama-server context checkpoint (a slot's SWA window + recurrent state)
+    n_checkpoints: int = 0  # checkpoints counted in host_total_mib
+    # parts this planner has not been checked against llama.cpp on for this architecture: shown
+    # with llama.cpp's own projection (runtime.fitparams) beside them
+    unverified: list[str] = []
     layers: list[LayerKV]
     notes: list[str]
 
@@ -150,9 +206,14 @@ class MemoryPlan(BaseModel):
         )
 
     @property
+    def checkpoints_mib(self) -> float:
+        return self.n_checkpoints * self.checkpoint_mib
+
+    @property
     def host_total_mib(self) -> float:
-        """Expected peak RSS with the context full: all buffers, the CPU work buffer, the overhead."""
-        return self.buffers_mib + self.work_mib + self.overhead_mib
+        """Expected peak RSS with the context full: all buffers, the CPU work buffer, the context
+        checkpoints a long prompt leaves behind, the overhead."""
+        return self.buffers_mib + self.work_mib + self.checkpoints_mib + self.overhead_mib
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -222,33 +283,78 @@ def _pad(n: int, to: int = _PAD) -> int:
     return -(-n // to) * to
 
 
+_Tensors = tuple[tuple[str, str, tuple[int, ...], int, int], ...]
+
+
 @lru_cache(maxsize=16)
-def _tensors(path: str, size: int) -> tuple[tuple[str, str, tuple[int, ...], int], ...] | None:
-    """(name, ggml type, shape, bytes) of every tensor, or None when the file cannot be read."""
+def _header(path: str, size: int) -> tuple[_Tensors, dict[str, tuple[int, ...]]] | None:
+    """(name, ggml type, shape, bytes, data offset) of every tensor and the model's per-layer integer
+    arrays (ModelInfo.metadata keeps scalars only), or None when the file cannot be read."""
     try:
         header, _ = _read_header(Path(path))
     except ModelError:
         return None
-    return tuple((t.name, t.ggml_type, t.shape, t.n_bytes) for t in header.tensors)
+    tensors = tuple((t.name, t.ggml_type, t.shape, t.n_bytes, t.offset) for t in header.tensors)
+    arrays = {
+        k: tuple(int(x) for x in v.items)
+        for k, v in header.kv.items()
+        if isinstance(v, _Array) and v.items is not None and all(isinstance(x, int | bool) for x in v.items)
+    }
+    return tensors, arrays
 
 
-def _weights(model: ModelInfo, rules: dict[str, int]) -> tuple[int, int, bool]:
-    """(all tensor bytes, bytes repacked into CPU_REPACK, exact) for this host class."""
+def _file(model: ModelInfo) -> tuple[_Tensors, dict[str, tuple[int, ...]]] | None:
     p = Path(model.path)
-    tensors = _tensors(str(p), p.stat().st_size) if p.is_file() else None
-    if tensors is None:  # hand-made ModelInfo: by type only, so the embedding may be counted
-        repack = sum(b for t, b in model.tensor_bytes.items() if t in rules)
-        return sum(model.tensor_bytes.values()), repack, not repack
-    total = sum(_pad(b, 32) for *_, b in tensors)  # GGUF aligns every tensor to 32 bytes
-    repack = sum(
-        b
-        for name, gtype, shape, b in tensors
-        if gtype in rules
-        and len(shape) in (2, 3)
-        and shape[1] % rules[gtype] == 0
-        and not _NOT_MATMUL.search(name)
-    )
-    return total, repack, True
+    return _header(str(p), p.stat().st_size) if p.is_file() else None
+
+
+def _is_repacked(name: str, shape: tuple[int, ...], gtype: str, features: frozenset[str]) -> bool:
+    """Placed in CPU_REPACK: the repack buffer type supports MUL_MAT on a 2-D weight and
+    MUL_MAT_ID on a 3-D expert stack (ggml::cpu::repack::extra_buffer_type::supports_op)."""
+    dims = len(shape) - next((i for i, d in enumerate(reversed(shape)) if d != 1), len(shape))  # ggml_n_dims
+    expert = "_exps." in name
+    if _NOT_MATMUL.search(name) or dims != (3 if expert else 2):
+        return False
+    return _repack_multiple(gtype, features, shape[1]) is not None
+
+
+def _weights(model: ModelInfo, features: frozenset[str], mmap: bool) -> tuple[int, int, bool]:
+    """(CPU_Mapped or CPU weight buffer, CPU_REPACK buffer, exact) for these CPU features.
+
+    llama_model::load_tensors maps, per buffer type, only the range from the first to the last
+    tensor of that type (llama_model_loader::get_mapping_range): repacked tensors at either end of
+    the file fall outside the mapped buffer, those in between stay inside it. A tied output (no
+    output.weight) is the token embedding created again with TENSOR_DUPLICATED for the output
+    matmul: when its type repacks, that copy lives in CPU_REPACK beside the mapped embedding.
+    """
+    f = _file(model)
+    if f is None:  # hand-made ModelInfo: by type only, so the embedding may be counted
+        repack = sum(
+            b
+            for t, b in model.tensor_bytes.items()
+            if _REPACK_KERNELS.get(t) and any(need <= features for need, _ in _REPACK_KERNELS[t])
+        )
+        total = sum(model.tensor_bytes.values())
+        return (total if mmap else total - repack), repack, not repack
+    tensors, _ = f
+    plain: list[tuple[int, int]] = []
+    repack = 0
+    for name, gtype, shape, b, off in tensors:
+        if _is_repacked(name, shape, gtype, features):
+            repack += _pad(b, 32)  # ggml_backend_alloc_ctx_tensors: TENSOR_ALIGNMENT (32) per tensor
+        else:
+            plain.append((off, b))
+    names = {t[0] for t in tensors}
+    embd = next((t for t in tensors if t[0] == "token_embd.weight"), None)
+    if embd is not None and "output.weight" not in names:
+        _, gtype, shape, b, _ = embd
+        if len(shape) == 2 and _repack_multiple(gtype, features, shape[1]) is not None:
+            repack += _pad(b, 32)  # the output's own repacked copy of the tied embedding
+    if not plain:
+        return 0, repack, True
+    if mmap:
+        return max(o + b for o, b in plain) - min(o for o, _ in plain), repack, True
+    return sum(_pad(b, 32) for _, b in plain), repack, True
 
 
 def _recurrent_row_floats(model: ModelInfo) -> int | None:
@@ -319,8 +425,10 @@ def _compute_bytes(
 ) -> int:
     """Worst-case graph buffer (sched_reserve): the larger of a layer's live set plus the inputs
     it reads, and the output head's (logits) live set, once the masks have been released."""
-    q = model.n_head * model.head_dim_k
-    kv_w = max(model.n_head_kv, default=0) * model.head_dim_k
+    dims = _head_dims(model)
+    n_kv = model.n_head_kv or [0]
+    q = max(model.n_head * dims(il)[0] for il in range(model.n_layer))  # widest layer's query
+    kv_w = max(n_kv[min(il, len(n_kv) - 1)] * dims(il)[0] for il in range(model.n_layer))
     n_ff, _ = _n_ff(model)
     ffn = _FFN_NFF * n_ff + _FFN_EMBD * model.n_embd + _FFN_Q * q
     att = _ATT_EMBD * model.n_embd + _ATT_Q * q + _ATT_KV * kv_w if has_attention else 0
@@ -364,7 +472,9 @@ def _work_bytes(
     softmax(KQ) converts the whole n_kv x n_tokens x n_head score matrix to V's type.
     Flash attention's per-thread tiles are a few hundred KiB and are left out.
     """
-    width = max(_n_ff(model)[0], model.n_embd, model.n_head * model.head_dim_k)
+    dims = _head_dims(model)
+    q = max(model.n_head * dims(il)[0] for il in range(model.n_layer))
+    width = max(_n_ff(model)[0], model.n_embd, q)
     per_elem = max((_vec_dot_bytes(t) for t in model.tensor_bytes), default=0.0)
     weights = int(width * n_tokens * per_elem)
     scores = 0
@@ -394,6 +504,43 @@ def _has_flag(cfg: RuntimeConfig, *names: str) -> bool:
     return any(a in names for a in cfg.extra)
 
 
+def _flag_int(cfg: RuntimeConfig, *names: str) -> int | None:
+    """The integer after the last of `names` in cfg.extra, if any."""
+    out = None
+    for a, b in zip(cfg.extra, cfg.extra[1:], strict=False):
+        if a in names and b.lstrip("-").isdigit():
+            out = int(b)
+    return out
+
+
+def _n_layer_kv_from_start(model: ModelInfo) -> int | None:
+    """hparams.n_layer_kv_from_start: layers from there on have no KV cache of their own and read an
+    earlier layer's (the `reuse` callback in llama_model::create_memory). gemma4 reads
+    attention.shared_kv_layers (src/models/gemma4.cpp); gemma3n hard-codes 20 (src/models/gemma3n.cpp)."""
+    if model.arch in ("gemma4", "gemma4-assistant"):
+        shared = _meta_int(model, "attention.shared_kv_layers") or 0
+        return model.n_layer - shared if shared else None
+    if model.arch == "gemma3n":
+        return 20
+    return None
+
+
+def _head_dims(model: ModelInfo) -> Callable[[int], tuple[int, int]]:
+    """(n_embd_head_k(il), n_embd_head_v(il)): llama_hparams picks the *_swa head sizes on sliding
+    layers; the generic loader (llama_model::load_hparams) reads attention.key_length_swa /
+    value_length_swa for every architecture, defaulting to the full-attention sizes."""
+    k_swa = _meta_int(model, "attention.key_length_swa") or model.head_dim_k
+    v_swa = _meta_int(model, "attention.value_length_swa") or model.head_dim_v
+    swa = model.swa_layers if model.swa_window else []
+
+    def dims(il: int) -> tuple[int, int]:
+        if il < len(swa) and swa[il]:
+            return k_swa, v_swa
+        return model.head_dim_k, model.head_dim_v
+
+    return dims
+
+
 def plan_memory(
     model: ModelInfo,
     cfg: RuntimeConfig,
@@ -401,10 +548,18 @@ def plan_memory(
     n_parallel: int | None = None,
     kv_layers: dict[int, tuple[str, str]] | None = None,
     host_arch: str = "x86_64",
+    cpu_flags: Iterable[str] | None = None,
     n_outputs: int | None = None,
     tokens_in_cache: int | None = None,
+    checkpoints: int | None = None,
 ) -> MemoryPlan:
     """Predict llama-server's buffers for `model` run with `cfg` on a host of class `host_arch`.
+
+    cpu_flags: the features the llama.cpp build targets (the host's /proc/cpuinfo flags for a
+    native build, a preset's target features for a cross build); they decide what is repacked.
+    None = the host class default (HOST_ARCHES). checkpoints: context checkpoints held in RAM;
+    None = the ones one long prompt creates (llama-server: 2, at 4 + n_ubatch and 4 tokens before
+    its end), 0 with --ctx-checkpoints 0.
 
     n_parallel: server slots (-np); None takes cfg.parallel. kv_layers: per-layer (type_k, type_v)
     overrides (parse_kv_layers); mainline llama.cpp applies one type to every layer, forks such as
@@ -459,9 +614,13 @@ def plan_memory(
     recurrent = set(model.recurrent_layers)
     nextn = _meta_int(model, "nextn_predict_layers") or 0
     trunk = model.n_layer - nextn  # MTP/NextN layers belong to the draft context, not the trunk's
+    n_kv_from_start = _n_layer_kv_from_start(model)
     kv_layer_ids = [
-        il for il in range(trunk) if il not in recurrent or model.arch == "falcon-h1"
-    ]  # falcon-h1 runs attention and SSM side by side in every layer
+        il
+        for il in range(trunk)
+        if (il not in recurrent or model.arch == "falcon-h1")  # falcon-h1: attention and SSM side by side
+        and (n_kv_from_start is None or il < n_kv_from_start)  # hparams.has_kv(): later layers reuse
+    ]
     swa_flags = model.swa_layers if model.swa_window else []
     any_swa = any(swa_flags[il] for il in kv_layer_ids if il < len(swa_flags))
     swa_full = _has_flag(cfg, "--swa-full")
@@ -473,14 +632,15 @@ def plan_memory(
     def heads(il: int) -> int:
         return model.n_head_kv[il] if il < len(model.n_head_kv) else (model.n_head_kv or [0])[-1]
 
-    v_width_max = max((heads(il) * model.head_dim_v for il in range(model.n_layer)), default=0)
+    dims = _head_dims(model)
+    v_width_max = max((heads(il) * dims(il)[1] for il in range(model.n_layer)), default=0)
     layers: list[LayerKV] = []
     for il in kv_layer_ids:
         is_swa = bool(swa_cells) and il < len(swa_flags) and swa_flags[il]
         cells = swa_cells if is_swa and swa_cells else n_ctx_seq
         tk, tv = per_layer.get(il, (type_k, type_v))
-        k_w = heads(il) * model.head_dim_k
-        v_w = heads(il) * model.head_dim_v if flash else v_width_max  # v_trans pads to the max
+        k_w = heads(il) * dims(il)[0]
+        v_w = heads(il) * dims(il)[1] if flash else v_width_max  # v_trans pads to the max (all layers)
         layers.append(
             LayerKV(
                 layer=il,
@@ -507,10 +667,10 @@ def plan_memory(
 
     # weights
     no_repack = _has_flag(cfg, "-nr", "--no-repack")
-    total_w, repack_w, exact = _weights(model, {} if no_repack else HOST_ARCHES[host_key])
+    features = frozenset() if no_repack else cpu_features(host_key, cpu_flags)
+    model_w, repack_w, exact = _weights(model, features, cfg.mmap)
     if not exact:
         notes.append("repack size from tensor types only (file not readable): an upper bound")
-    model_w = total_w if cfg.mmap else total_w - repack_w  # the mapped range spans repacked tensors too
 
     # output + compute
     if n_outputs is not None and n_outputs < 1:
@@ -563,6 +723,14 @@ def plan_memory(
         compute, work = max(c for c, _ in peaks), max(w for _, w in peaks)
     if not _n_ff(model)[1]:
         notes.append("feed_forward_length missing: compute buffer assumes n_ff = 4 x n_embd")
+    unverified: list[str] = []
+    if model.arch not in VERIFIED_ARCHS:
+        unverified = ["KV", "compute"] + (["recurrent"] if recurrent else [])
+        notes.append(
+            f"architecture {model.arch!r} is not one the planner has been checked on: its "
+            f"{', '.join(unverified)} follow generic rules (llama.cpp's projection, llama-fit-params, "
+            "is the reference)"
+        )
     if recurrent:
         notes.append("compute buffer: the SSM term is checked on synthetic Jamba models only")
 
@@ -576,7 +744,29 @@ def plan_memory(
         + _OVERHEAD_PER_CELL * cells
         + _OVERHEAD_PER_USED_CELL * used
     )
-    per_seq_state = (rs_bytes + kv_swa_bytes) // n_seq  # one slot's share
+    # context checkpoints (tools/server/server-context.cpp, create_checkpoint): one slot's state that
+    # cannot be rolled back, copied to the heap — llama_kv_cache_iswa::state_write with PARTIAL_ONLY
+    # writes the SWA cache only, and llama_kv_cache::state_write only its cells that the window does
+    # not mask (n_swa of them once the prompt is longer), each with its pos and sequence id; a
+    # recurrent memory writes the slot's state rows.
+    ckpt_cells = min(model.swa_window or 0, filled)
+    swa_row = sum(
+        _row_bytes(lk.type_k, heads(lk.layer) * dims(lk.layer)[0])
+        + _row_bytes(lk.type_v, heads(lk.layer) * dims(lk.layer)[1])
+        for lk in layers
+        if lk.swa
+    )
+    ckpt_bytes = (ckpt_cells * (swa_row + 12) if kv_swa_bytes else 0) + rs_bytes // n_seq
+    n_ckpt_max = _flag_int(cfg, "--ctx-checkpoints", "-ctxcp")
+    n_ckpt_max = 32 if n_ckpt_max is None else n_ckpt_max  # common_params::n_ctx_checkpoints
+    makes_ckpt = bool(ckpt_bytes) and n_ckpt_max > 0
+    n_ckpt = (min(2, n_ckpt_max) if makes_ckpt else 0) if checkpoints is None else checkpoints
+    if makes_ckpt and n_ckpt_max > n_ckpt:
+        notes.append(
+            f"context checkpoints: {ckpt_bytes / MiB:.2f} MiB each; a long prompt makes {n_ckpt} "
+            f"(counted), a conversation keeps up to {n_ckpt_max} per slot "
+            f"({n_ckpt_max * ckpt_bytes / MiB:.1f} MiB; --ctx-checkpoints N caps it)"
+        )
     return MemoryPlan(
         model=model.name,
         n_ctx=n_ctx,
@@ -597,7 +787,9 @@ def plan_memory(
         output_mib=output_bytes / MiB,
         work_mib=work / MiB,
         overhead_mib=overhead / MiB,
-        checkpoint_mib=per_seq_state / MiB,
+        checkpoint_mib=ckpt_bytes / MiB,
+        n_checkpoints=n_ckpt,
+        unverified=unverified,
         layers=layers,
         notes=notes,
     )
@@ -611,6 +803,7 @@ def fit_context(
     *,
     n_parallel: int | None = None,
     host_arch: str = "x86_64",
+    cpu_flags: Iterable[str] | None = None,
 ) -> dict[str, int]:
     """The largest -c (a multiple of 256, ≤ ctx_train) whose predicted host total fits budget_mib.
 
@@ -621,13 +814,14 @@ def fit_context(
     if not kv_types:
         raise ConfigError("kv_types: give at least one KV cache type")
     top = model.ctx_train // _PAD * _PAD or model.ctx_train
+    flags = None if cpu_flags is None else tuple(cpu_flags)
     out: dict[str, int] = {}
     for t in kv_types:
         kv = _check_kv_type(t, "kv_types")
 
         def fits(ctx: int, kv: str = kv) -> bool:
             c = cfg.model_copy(update={"ctx": ctx, "cache_type_k": kv, "cache_type_v": kv})
-            plan = plan_memory(model, c, n_parallel=n_parallel, host_arch=host_arch)
+            plan = plan_memory(model, c, n_parallel=n_parallel, host_arch=host_arch, cpu_flags=flags)
             return plan.host_total_mib <= budget_mib
 
         lo, hi = 0, top // _PAD if top >= _PAD else 1  # binary search over multiples of 256

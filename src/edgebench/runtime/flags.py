@@ -23,6 +23,7 @@ __all__ = [
     "bench_argv",
     "cpu_list",
     "cpu_mask_hex",
+    "fit_params_argv",
     "parse_cpus",
     "quantize_argv",
     "server_argv",
@@ -307,6 +308,16 @@ def _load_mode(cfg: RuntimeConfig) -> str:
     if cfg.mlock:
         return "mlock"
     return "mmap" if cfg.mmap else "none"
+
+
+def fit_params_argv(binary: str, model: str, cfg: RuntimeConfig) -> list[str]:
+    """llama-fit-params argv printing llama.cpp's own projection of the host buffers
+    (`-fitp on`: model, context and compute MiB per device, from a no-alloc load of this config)."""
+    argv = [binary, "-m", model, "-c", str(cfg.ctx), "-t", str(cfg.threads), "-b", str(cfg.batch)]
+    argv += ["-ub", str(cfg.ubatch), *_common_kv(cfg), "-fa", cfg.flash_attn, "-np", str(cfg.parallel)]
+    if not cfg.mmap:
+        argv.append("--no-mmap")
+    return [*argv, "-fitp", "on"]
 
 
 def quantize_argv(

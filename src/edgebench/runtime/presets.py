@@ -46,6 +46,10 @@ class Preset(BaseModel):
     arch: str  # "x86_64" | "aarch64": what the binaries run on
     cmake_args: tuple[str, ...]
     note: str
+    # The CPU features the binaries are compiled for, in ggml's names (what decides which weights
+    # ggml-cpu repacks: the checks are `#if defined(__ARM_FEATURE_DOTPROD)` and the like).
+    # None = -march=native: the build host's own flags (HostInfo.cpu_flags).
+    target_features: tuple[str, ...] | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -62,6 +66,7 @@ PRESETS: dict[str, Preset] = {
             arch="aarch64",
             cmake_args=("-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8-a"),
             note="any 64-bit Arm (no dotprod/fp16: portable, slower)",
+            target_features=("neon",),
         ),
         Preset(
             name="rk3588",
@@ -77,6 +82,7 @@ PRESETS: dict[str, Preset] = {
                 f"-DCMAKE_CXX_FLAGS={_A76}",
             ),
             note="Rockchip RK3588 (4×A76 + 4×A55): armv8.2-a, dotprod, fp16, OpenMP (seed 000)",
+            target_features=("neon", "dotprod", "fp16"),  # Cortex-A76/A55: no i8mm, no SVE
         ),
         Preset(
             name="rpi5",
@@ -89,6 +95,7 @@ PRESETS: dict[str, Preset] = {
                 "-DCMAKE_CXX_FLAGS=-mcpu=cortex-a76",
             ),
             note="Raspberry Pi 5 (4×Cortex-A76, BCM2712): the cores -DGGML_NATIVE=ON finds there",
+            target_features=("neon", "dotprod", "fp16"),
         ),
         Preset(
             name="cuda",

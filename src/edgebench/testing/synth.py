@@ -199,7 +199,13 @@ def _add_tensors(
 
 
 def write_tiny_jamba(
-    path: Path, *, n_embd: int = 256, n_ff: int = 512, n_head: int = 4, d_state: int = 64
+    path: Path,
+    *,
+    n_embd: int = 256,
+    n_ff: int = 512,
+    n_head: int = 4,
+    d_state: int = 64,
+    ctx_train: int = 8192,
 ) -> Path:
     """A random-weight hybrid (llama.cpp's jamba arch): 4 layers, attention on 1 and 3
     (head_count_kv 2), Mamba on 0 and 2, dense FFN, f32 — recurrent state beside a KV cache."""
@@ -211,7 +217,7 @@ def write_tiny_jamba(
     w = gguf.GGUFWriter(path, "jamba")
     w.add_name("tiny-jamba")
     w.add_file_type(int(gguf.LlamaFileType.ALL_F32))
-    w.add_context_length(8192)
+    w.add_context_length(ctx_train)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
     w.add_feed_forward_length(n_ff)
