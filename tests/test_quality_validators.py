@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import typing
 from typing import Any
 
@@ -17,7 +16,6 @@ from edgebench.quality import (
     Verdict,
     looks_like_refusal,
     registered,
-    run_python,
     sanitize,
     validate,
 )
@@ -534,73 +532,4 @@ def test_sanitize_uses_reasoning_content() -> None:
     assert "reasoning_only" in only.stripped
 
 
-# --- code sandbox --------------------------------------------------------------------------------
-
-PALINDROME_TESTS = ["assert is_palindrome('abba')", "assert not is_palindrome('abc')"]
-
-
-def test_code_runner_passes_correct_code() -> None:
-    result = run_python(
-        "def is_palindrome(s):\n    return s == s[::-1]", PALINDROME_TESTS, entry="is_palindrome"
-    )
-    assert result.status == "passed"
-
-
-def test_code_runner_fails_wrong_code_with_the_failing_assert() -> None:
-    result = run_python("def is_palindrome(s):\n    return True", PALINDROME_TESTS, entry="is_palindrome")
-    assert result.status == "failed"
-    assert "is_palindrome('abc')" in result.detail
-
-
-def test_code_runner_times_out_an_infinite_loop() -> None:
-    started = time.monotonic()
-    verdict = check({**CODE, "timeout_s": 1.5}, "def is_palindrome(s):\n    while True:\n        pass")
-    assert verdict.failure is F.TIMEOUT
-    assert time.monotonic() - started < 10
-
-
-def test_code_runner_blocks_sockets() -> None:
-    code = "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))"
-    result = run_python(code, ["assert True"])
-    assert result.status == "error"
-    assert "sandbox" in result.detail
-    raw = run_python("import _socket\n_socket.socket()", ["assert True"])
-    assert raw.status == "error"
-    assert "sandbox" in raw.detail
-
-
-def test_code_runner_blocks_subprocesses() -> None:
-    result = run_python("import os\nos.system('echo hi')", ["assert True"])
-    assert result.status == "error"
-    assert "sandbox" in result.detail
-
-
-def test_code_runner_limits_memory() -> None:
-    result = run_python("block = bytearray(2 * 1024 ** 3)", ["assert len(block) > 0"], memory_mb=256)
-    assert result.status == "error"
-    assert "MemoryError" in result.detail
-
-
-def test_code_runner_env_and_cwd_are_clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    code = "import os\nENV = dict(os.environ)\nCWD = os.getcwd()"
-    tests = ["assert 'HTTPS_PROXY' not in ENV", "assert 'edgebench-code-' in CWD"]
-    assert run_python(code, tests).status == "passed"
-
-
-def test_code_runner_reports_syntax_errors_without_running() -> None:
-    assert run_python("def f(:\n", ["assert True"]).status == "syntax"
-
-
-def test_code_runner_keeps_the_models_syntax_warnings_off_our_stderr() -> None:
-    # `x is 1` compiles with a SyntaxWarning; checking model code must not print it in our CLI.
-    import warnings
-
-    from edgebench.quality import extract_code
-
-    code = "def is_one(x):\n    return x is 1"
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        assert extract_code(f"Here:\n{code}\nDone.", "is_one") == code
-        assert run_python(code, ["assert is_one(1)"], entry="is_one").status == "passed"
-    assert [w for w in seen if issubclass(w.category, SyntaxWarning)] == []
+# The code sandbox (isolation, escapes, limits, how hidden tests are checked): tests/test_sandbox.py

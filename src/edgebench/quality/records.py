@@ -26,6 +26,7 @@ class FailureClass(StrEnum):
     EMPTY = "empty"  # nothing left after sanitising (or the request failed)
     TIMEOUT = "timeout"  # the request, or the code under test, ran out of time
     TEMPLATE_MISSING = "template_missing"  # the model has no chat template: not scored as a capability
+    UNSANDBOXED = "unsandboxed"  # code not run: no isolation here and unsandboxed runs not allowed
 
 
 class ToolCallOut(BaseModel):

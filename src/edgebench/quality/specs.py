@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgebench.quality.coderun import plan_tests
 from edgebench.quality.numbers import UNITS
 
 __all__ = [
@@ -203,10 +204,11 @@ class CsvSpec(_Spec):
 
 
 class CodeSpec(_Spec):
-    """Runs the model's Python, then `tests` (asserts), in a sandboxed subprocess."""
+    """Runs the model's Python in a sandbox; `tests` are asserts on calls to `entry`, checked outside
+    it on the returned plain values (quality/coderun.py says what a test may contain)."""
 
     kind: Literal["code"]
-    entry: str | None = None  # a function the code must define
+    entry: str | None = None  # the function the code must define; required (None only to say so)
     setup: str = ""  # run before the model's code
     tests: Annotated[list[str], Field(min_length=1)]
     requires: list[str] = []  # AST node types the code must contain, e.g. ListComp
@@ -229,6 +231,13 @@ class CodeSpec(_Spec):
         if bad := [n for n in v if not isinstance(getattr(ast, n, None), type)]:
             raise ValueError(f"unknown AST node types {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _tests_checkable(self) -> CodeSpec:
+        if not self.entry:
+            raise ValueError("give entry: the function the tests call")
+        plan_tests(self.entry, self.tests)  # raises ValueError naming the test it cannot check
+        return self
 
 
 class ArgRule(_Spec):

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
-from edgebench.quality.coderun import extract_code, missing_nodes, run_python
+from edgebench.quality.coderun import extract_code, missing_nodes, run_python, syntax_problem
 from edgebench.quality.numbers import convert, pick_answer
 from edgebench.quality.records import FailureClass, ModelOutput, Verdict
 from edgebench.quality.sanitize import sanitize
@@ -406,10 +406,8 @@ def _code(out: ModelOutput, spec: CodeSpec) -> Verdict:
     code = extract_code(out.content, spec.entry)
     if code is None:
         return Verdict.fail(F.UNPARSEABLE, "no Python code that compiles")
-    try:
-        compile(code, "solution.py", "exec")
-    except (SyntaxError, ValueError) as e:
-        return Verdict.fail(F.UNPARSEABLE, f"the code does not compile: {e}")
+    if problem := syntax_problem(code):
+        return Verdict.fail(F.UNPARSEABLE, f"the code does not compile: {problem}")
     if absent := missing_nodes(code, spec.requires):
         return Verdict.fail(F.WRONG, f"the code does not use {absent}")
     result = run_python(
@@ -420,13 +418,17 @@ def _code(out: ModelOutput, spec: CodeSpec) -> Verdict:
         timeout_s=spec.timeout_s,
         memory_mb=spec.memory_mb,
     )
+    bare = result.isolation == "none"
+    unisolated = " (run WITHOUT a sandbox: allowed by allow_unsandboxed)" if bare else ""
     if result.status == "passed":
-        return Verdict.ok(f"{len(spec.tests)} tests passed")
+        return Verdict.ok(f"{len(spec.tests)} tests passed{unisolated}")
+    if result.status == "unsandboxed":  # neither a pass nor a fail of the model: it was not run
+        return Verdict.fail(F.UNSANDBOXED, f"code: {result.detail}")
     if result.status == "timeout":
-        return Verdict.fail(F.TIMEOUT, f"code: {result.detail}")
+        return Verdict.fail(F.TIMEOUT, f"code: {result.detail}{unisolated}")
     if result.status == "syntax":
         return Verdict.fail(F.UNPARSEABLE, result.detail)
-    return Verdict.fail(F.WRONG, result.detail or result.output_tail[-200:])
+    return Verdict.fail(F.WRONG, (result.detail or result.output_tail[-200:]) + unisolated)
 
 
 register("tool_call")(check_tool_call)
