@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,75 @@ def test_model_cache_by_path_size_mtime(tmp_path: Path) -> None:
     assert s.cached_model("/m.gguf", 11, 123) is None
     assert len(s.models()) == 1
     assert s.remove_model("/m.gguf") and s.models() == []
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    """Many processes (threads here: each with its own connection) opening one fresh store."""
+    errors: list[BaseException] = []
+
+    def open_store(path: Path, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            Store(path).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    for i in range(8):
+        path = tmp_path / f"fresh-{i}.sqlite"
+        barrier = threading.Barrier(12)
+        threads = [threading.Thread(target=open_store, args=(path, barrier)) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with Store(path) as s:
+            applied = [r[0] for r in s.db.execute("SELECT name FROM _migrations")]
+        assert sorted(applied) == sorted(name for name, _ in MIGRATIONS)
+    assert not errors, errors[0]
+
+
+def test_migrations_read_what_is_applied_under_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race made deterministic: another process migrates the fresh store just before this
+    one takes the write lock. Reading _migrations before the lock saw none applied and then
+    failed with 'table results already exists'."""
+    path = tmp_path / "s.sqlite"
+    real = Store.transaction
+    raced = []
+
+    def transaction(self: Store) -> object:
+        if not raced:
+            raced.append(True)
+            Store(path).close()  # the other process, start to finish
+        return real(self)
+
+    monkeypatch.setattr(Store, "transaction", transaction)
+    with Store(path) as s:
+        assert raced and s.migrate() == []
+        assert s.count() == 0
+
+
+def test_disk_full_is_one_store_error_and_keeps_stored_rows(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    s = Store(db)
+    for i in range(3):
+        s.put("sweep", PROV, {"i": i}, {"v": i})
+    pages = s.db.execute("PRAGMA page_count").fetchone()[0]
+    s.db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite's own "disk full" (SQLITE_FULL)
+    with pytest.raises(StoreError) as exc:
+        s.put("sweep", PROV, {"i": 99}, {"blob": "x" * 200_000})
+    msg = str(exc.value)
+    assert msg.startswith(f"store {db}: ") and "full" in msg and "\n" not in msg
+    s.close()
+    with Store(db) as again:
+        assert again.count("sweep") == 3
+
+
+def test_unwritable_directory_says_which_and_how_to_move(tmp_path: Path) -> None:
+    parent = tmp_path / "a-file"
+    parent.write_text("")
+    with pytest.raises(StoreError) as exc:
+        Store(parent / "edgebench.sqlite")
+    msg = str(exc.value)
+    assert msg.startswith(f"store {parent / 'edgebench.sqlite'}: ") and "data_dir" in msg

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import closing
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,19 +107,80 @@ def result_key(stage: str, prov: Provenance, params: dict[str, Any]) -> tuple[st
     return hashlib.sha256(blob.encode()).hexdigest()[:24], cfg
 
 
+_MOVE_HINT = "set data_dir in edgebench.toml (or $EDGEBENCH_HOME) to a writable directory"
+
+
+def _writable(directory: Path) -> bool:
+    """Can we create files here? (os.access says yes to root even where the kernel says no.)"""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _cause(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text:
+        return f"cannot write ({text}); the rows stored before are kept"
+    return text
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"store {path}: cannot create {path.parent}: {exc.strerror}; {_MOVE_HINT}"
+            ) from exc
+        try:
             self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
+        try:
+            self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {path}: cannot open: {exc}") from exc
-        except OSError as exc:
-            raise StoreError(f"store {path}: cannot create: {exc.strerror}") from exc
+        except (sqlite3.Error, StoreError) as exc:
+            self.db.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise self._open_error(exc) from exc
+
+    def _wal(self) -> None:
+        # Switching a fresh file to WAL can answer "database is locked" at once, without the busy
+        # timeout, while another process opens it too (seen in 1 of ~700 concurrent first opens).
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _open_error(self, exc: sqlite3.Error) -> StoreError:
+        # SQLite says "unable to open database file" / "attempt to write a readonly database":
+        # say which path is in the way and how to use another one.
+        parent = self.path.parent
+        if self.path.is_dir():
+            return StoreError(f"store {self.path}: is a directory; {_MOVE_HINT}")
+        if not _writable(parent):
+            return StoreError(f"store {self.path}: {parent} is not writable; {_MOVE_HINT}")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return StoreError(f"store {self.path}: the file is not writable; {_MOVE_HINT}")
+        return StoreError(f"store {self.path}: cannot open: {_cause(exc)}")
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """db.execute with SQLite's errors (disk full, locked past the timeout, corrupt) as one
+        StoreError naming the store; every row committed before stays."""
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {_cause(exc)}") from exc
 
     def close(self) -> None:
         self.db.close()
@@ -127,25 +191,34 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _applied(self) -> set[str]:
+        try:
+            return {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError:  # no such table: a fresh store
+            return set()
+
     def migrate(self) -> list[str]:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
-        done = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        """Apply the missing migrations. What is applied is read again under the write lock:
+        a reading taken before it races other processes opening the same fresh store."""
+        if self._applied() >= {name for name, _ in MIGRATIONS}:
+            return []  # the common case, without taking the write lock
         applied = []
-        for name, fn in MIGRATIONS:
-            if name in done:
-                continue
-            with self.transaction():
-                fn(self.db)
-                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _now()))
-            applied.append(name)
+        with self.transaction():
+            self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+            done = self._applied()
+            for name, fn in MIGRATIONS:
+                if name not in done:
+                    fn(self.db)
+                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _now()))
+                    applied.append(name)
         return applied
 
     def transaction(self) -> _Tx:
-        return _Tx(self.db)
+        return _Tx(self)
 
     # results ---------------------------------------------------------------------------------
     def has(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
+        return self._execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
 
     def put(
         self,
@@ -168,7 +241,7 @@ class Store:
             record=rec,
             created_at=_now(),
         )
-        self.db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
@@ -186,7 +259,7 @@ class Store:
         return row
 
     def get(self, key: str) -> Row | None:
-        r = self.db.execute("SELECT * FROM results WHERE key=?", (key,)).fetchone()
+        r = self._execute("SELECT * FROM results WHERE key=?", (key,)).fetchone()
         return _row(r) if r else None
 
     def rows(self, stage: str | None = None, model_sha256: str | None = None) -> Iterator[Row]:
@@ -197,18 +270,18 @@ class Store:
         if model_sha256:
             sql += " AND model_sha256=?"
             args.append(model_sha256)
-        with closing(self.db.execute(sql + " ORDER BY created_at, rowid", args)) as cur:  # insertion order
+        with closing(self._execute(sql + " ORDER BY created_at, rowid", args)) as cur:  # insertion order
             for r in cur:
                 yield _row(r)
 
     def count(self, stage: str | None = None) -> int:
         if stage:
-            return int(self.db.execute("SELECT COUNT(*) FROM results WHERE stage=?", (stage,)).fetchone()[0])
-        return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+            return int(self._execute("SELECT COUNT(*) FROM results WHERE stage=?", (stage,)).fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     # models ----------------------------------------------------------------------------------
     def cached_model(self, path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
-        r = self.db.execute(
+        r = self._execute(
             "SELECT info FROM models WHERE path=? AND size=? AND mtime_ns=?", (path, size, mtime_ns)
         ).fetchone()
         return dict(json.loads(r[0])) if r else None
@@ -216,27 +289,27 @@ class Store:
     def put_model(
         self, path: str, size: int, mtime_ns: int, sha256: str, name: str, info: dict[str, Any]
     ) -> None:
-        self.db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?)",
             (path, size, mtime_ns, sha256, name, json.dumps(info), _now()),
         )
 
     def models(self) -> list[dict[str, Any]]:
         return [
-            dict(json.loads(r[0])) for r in self.db.execute("SELECT info FROM models ORDER BY added_at, path")
+            dict(json.loads(r[0])) for r in self._execute("SELECT info FROM models ORDER BY added_at, path")
         ]
 
     def remove_model(self, path: str) -> bool:
-        return self.db.execute("DELETE FROM models WHERE path=?", (path,)).rowcount > 0
+        return self._execute("DELETE FROM models WHERE path=?", (path,)).rowcount > 0
 
     # provenance records ----------------------------------------------------------------------
     def put_host(self, fingerprint: str, info: BaseModel) -> None:
-        self.db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO hosts VALUES (?,?,?)", (fingerprint, info.model_dump_json(), _now())
         )
 
     def put_runtime(self, build_id: str, info: BaseModel) -> None:
-        self.db.execute(
+        self._execute(
             "INSERT OR REPLACE INTO runtimes VALUES (?,?,?)", (build_id, info.model_dump_json(), _now())
         )
 
@@ -244,15 +317,21 @@ class Store:
 class _Tx:
     """BEGIN IMMEDIATE … COMMIT, rolled back on error (the connection is in autocommit mode)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
+        self.store._execute("BEGIN IMMEDIATE")
+        return self.store.db
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if exc_type is None:
+                self.store._execute("COMMIT")
+        finally:
+            if self.store.db.in_transaction:  # an error, or a COMMIT that failed (disk full)
+                with suppress(sqlite3.Error):  # the error being raised is the one to report
+                    self.store.db.execute("ROLLBACK")
 
 
 def _row(r: tuple[Any, ...]) -> Row:
