@@ -71,3 +71,44 @@ def test_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config()
     assert cfg.budgets.latency_s == 12.5
     assert cfg.builds_dir == tmp_path / "cache" / "llama.cpp"
+
+
+def test_data_and_cache_dirs_in_the_file_are_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "edgebench.toml").write_text('data_dir = "data"\ncache_dir = "~/cache-x"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(conf / "edgebench.toml")
+    assert cfg.data_dir == conf / "data"
+    assert cfg.store_path == conf / "data" / "edgebench.sqlite"
+    assert cfg.cache_dir == Path("~/cache-x").expanduser()
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[sweep]\ntimeout_s = inf\n", "sweep.timeout_s: "),
+        ("[sweep]\nci_target = nan\n", "sweep.ci_target: "),
+        ("[budgets]\nlatency_s = inf\n", "budgets.latency_s: "),
+        ("[run]\nkv = []\n", "run.kv: "),
+        ("[run]\nflash_attn = []\n", "run.flash_attn: "),
+    ],
+)
+def test_non_finite_and_empty_settings_are_refused(tmp_path: Path, toml: str, needle: str) -> None:
+    (tmp_path / "edgebench.toml").write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config()
+    assert f"{tmp_path / 'edgebench.toml'}: {needle}" in str(exc.value)
+
+
+def test_run_suite_path_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.yaml").write_text("name: mine\nitems: []\n")
+    (tmp_path / "edgebench.toml").write_text('[run]\nsuite = "suites/mine.yaml"\n')
+    assert load_config().run.suite == str(tmp_path / "suites" / "mine.yaml")
+    (tmp_path / "edgebench.toml").write_text('[run]\nsuite = "mine"\nsuite_dirs = ["suites"]\n')
+    assert load_config().run.suite == "mine"

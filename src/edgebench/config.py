@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebench.errors import ConfigError
 from edgebench.runtime.flags import KV_TYPES
+from edgebench.textsafe import one_line
 
 __all__ = [
     "BackendConfig",
@@ -32,7 +33,17 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and ±inf are never a setting: `timeout_s = inf` passes gt=0 and breaks the timers.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _kv_types(v: list[str]) -> list[str]:
+    if not v:
+        raise ValueError("give at least one KV cache type")
+    bad = [k for k in v if k not in KV_TYPES]
+    if bad:
+        raise ValueError(f"unknown KV cache type {bad[0]!r}; one of {', '.join(KV_TYPES)}")
+    return v
 
 
 class LlamaCppConfig(_Strict):
@@ -46,6 +57,13 @@ class LlamaCppConfig(_Strict):
 class ModelEntry(_Strict):
     path: Path
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or one_line(v) != v):
+            raise ValueError(f"{one_line(repr(v))}: a model name is one printable line, not empty")
+        return v
 
 
 class BackendConfig(_Strict):
@@ -98,10 +116,7 @@ class SweepConfig(_Strict):
     @field_validator("kv")
     @classmethod
     def _kv(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if k not in KV_TYPES]
-        if bad:
-            raise ValueError(f"unknown KV cache type {bad[0]!r}; one of {', '.join(KV_TYPES)}")
-        return v
+        return _kv_types(v)
 
 
 class BudgetConfig(_Strict):
@@ -138,6 +153,24 @@ class RunConfig(_Strict):
     variants: bool = False  # canonical prompts only in a run; `edgebench quality` runs every variant
     requantized_variants: bool = True  # Q4_0 / Q8_0 copies of the default model, labelled as such
 
+    # Checked here, at load, not when the run reaches the stage after sweeping for an hour.
+    @field_validator("kv")
+    @classmethod
+    def _kv(cls, v: list[str]) -> list[str]:
+        return _kv_types(v)
+
+    @field_validator("context_kv")
+    @classmethod
+    def _context_kv(cls, v: str) -> str:
+        return _kv_types([v])[0]
+
+    @field_validator("flash_attn")
+    @classmethod
+    def _fa(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one of on, off, auto")
+        return v
+
 
 class Config(_Strict):
     data_dir: Path
@@ -149,6 +182,14 @@ class Config(_Strict):
     budgets: BudgetConfig = BudgetConfig()
     run: RunConfig = RunConfig()
     source_file: Path | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, v: list[ModelEntry]) -> list[ModelEntry]:
+        names = [m.name for m in v if m.name is not None]
+        if dup := next((n for n in names if names.count(n) > 1), None):
+            raise ValueError(f"model name {dup!r} is given to {names.count(dup)} models; one file per name")
+        return v
 
     @property
     def store_path(self) -> Path:
@@ -199,9 +240,15 @@ def load_config(path: Path | None = None) -> Config:
         try:
             raw = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+            raise ConfigError(f"{file}: not valid TOML: {one_line(str(exc))}") from exc
+        except RecursionError:
+            raise ConfigError(f"{file}: not valid TOML: nested too deeply") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: cannot read: {exc}") from exc
+        # data_dir/cache_dir written in the file are relative to it, like every other path there
+        for key in ("data_dir", "cache_dir"):
+            if isinstance(raw.get(key), str):
+                raw[key] = str(_rel(file.parent, Path(str(raw[key]))))
     raw.setdefault("data_dir", str(data_dir))
     raw.setdefault("cache_dir", str(default_cache_dir()))
     raw["source_file"] = str(file) if file else None
@@ -212,14 +259,19 @@ def load_config(path: Path | None = None) -> Config:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         origin = file or "config"
-        raise ConfigError(f"{origin}: {where}: {msg}") from exc
+        raise ConfigError(f"{origin}: {where}: {one_line(msg)}") from exc
     # Relative paths in the file are relative to the file, like every other tool's config.
     if file is not None:
         base = file.parent
         cfg = cfg.model_copy(
             update={
                 "models": [m.model_copy(update={"path": _rel(base, m.path)}) for m in cfg.models],
-                "run": cfg.run.model_copy(update={"suite_dirs": [_rel(base, d) for d in cfg.run.suite_dirs]}),
+                "run": cfg.run.model_copy(
+                    update={
+                        "suite_dirs": [_rel(base, d) for d in cfg.run.suite_dirs],
+                        "suite": _suite_rel(base, cfg.run.suite),
+                    }
+                ),
                 "llama_cpp": cfg.llama_cpp.model_copy(
                     update={
                         "bin_dir": _rel(base, cfg.llama_cpp.bin_dir) if cfg.llama_cpp.bin_dir else None,
@@ -228,9 +280,40 @@ def load_config(path: Path | None = None) -> Config:
                 ),
             }
         )
+    _check_suite(file or "config", cfg.run)
     return cfg
 
 
 def _rel(base: Path, p: Path) -> Path:
     p = p.expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+_SUITE_SUFFIXES = (".yaml", ".yml")
+
+
+def _is_suite_path(suite: str) -> bool:
+    # quality.suite.load_suite's rule: a .yaml name or a path with a separator is a file
+    return Path(suite).suffix in _SUITE_SUFFIXES or "/" in suite
+
+
+def _suite_rel(base: Path, suite: str) -> str:
+    return str(_rel(base, Path(suite))) if _is_suite_path(suite) else suite
+
+
+def _check_suite(origin: Path | str, run: RunConfig) -> None:
+    """[run] suite and suite_dirs exist (found by name only; the YAML is parsed when it runs)."""
+    from edgebench.quality.suite import BUILTIN_DIR  # the quality package is loaded only here
+
+    for d in run.suite_dirs:
+        if not d.is_dir():
+            raise ConfigError(f"{origin}: run.suite_dirs: {d}: not a directory")
+    if _is_suite_path(run.suite):
+        if not Path(run.suite).expanduser().is_file():
+            raise ConfigError(f"{origin}: run.suite: {run.suite!r}: no such file")
+        return
+    dirs = [*run.suite_dirs, BUILTIN_DIR]
+    if any((d / f"{run.suite}{ext}").is_file() for d in dirs for ext in _SUITE_SUFFIXES):
+        return
+    known = sorted({p.stem for d in dirs for p in d.iterdir() if p.suffix in _SUITE_SUFFIXES})
+    raise ConfigError(f"{origin}: run.suite: {run.suite!r}: not found (available: {', '.join(known)})")
