@@ -9,9 +9,10 @@ from typing import Any
 from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
-from edgebench.measure.search import Search, SweepOutcome, best_of, run_search
-from edgebench.measure.space import Point, SweepSpace
-from edgebench.measure.throughput import STAGE, MeasureSettings, PointMeasurer, ThroughputResult
+from edgebench.measure.search import Search, SweepOutcome, run_search
+from edgebench.measure.serving import host_default_config, serving_runtime, serving_spec, stored_results
+from edgebench.measure.space import SweepSpace
+from edgebench.measure.throughput import MeasureSettings, PointMeasurer, ThroughputResult
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
@@ -44,16 +45,11 @@ def sweep_model(
 
 
 def recommended(outcome: SweepOutcome) -> dict[str, Any] | None:
-    """The serving config: decode's winner, with prefill's best thread count as threads_batch."""
+    """The sweep's serving config (measure.serving.serving_runtime; the context comes later)."""
     if outcome.best_tg is None:
         return None
-    cfg = outcome.best_tg.result.config
-    if outcome.best_pp is not None:
-        pp = outcome.best_pp.result.config
-        cfg = cfg.model_copy(
-            update={"threads_batch": pp.threads, "ubatch": pp.ubatch, "batch": max(cfg.batch, pp.ubatch)}
-        )
-    return cfg.model_dump(mode="json")
+    best_pp = outcome.best_pp.result if outcome.best_pp else None
+    return serving_runtime(outcome.best_tg.result, best_pp, RuntimeConfig()).model_dump(mode="json")
 
 
 def crosscheck_best(
@@ -98,29 +94,9 @@ def crosscheck_best(
     return check
 
 
-def stored_results(
-    store: Store, model_sha256: str | None = None, host_fingerprint: str | None = None
-) -> list[ThroughputResult]:
-    """Stored throughput rows, one per (model, config, test): a config measured again (another
-    llama.cpp build, or the CI method changed) is represented by its newest row only."""
-    newest: dict[tuple[str, Point, str, int], ThroughputResult] = {}
-    for row in store.rows(STAGE, model_sha256):  # oldest first
-        if host_fingerprint is not None and row.provenance.host_fingerprint != host_fingerprint:
-            continue
-        r = ThroughputResult.model_validate(row.record)
-        newest[(r.model_sha256, r.point, r.test, r.depth)] = r
-    return list(newest.values())
-
-
-def host_default_config(host: HostInfo) -> RuntimeConfig:
-    """Before any sweep: every big core (on big.LITTLE the little ones drag the matmuls down)."""
-    return RuntimeConfig(threads=max(1, len(host.big_cpus) or host.n_cpus))
-
-
 def serving_config(store: Store, model: ModelInfo, host: HostInfo) -> RuntimeConfig:
-    """The best decode config the sweep stored for this model, else the host default."""
-    best = best_of(stored_results(store, model.sha256, host.fingerprint), "tg", 0)
-    return best.result.config if best else host_default_config(host)
+    """The serving spec's runtime config (measure.serving): what quality and context start with."""
+    return serving_spec(store, model, host).runtime
 
 
 def export_jsonl(results: list[ThroughputResult], path: Path) -> int:

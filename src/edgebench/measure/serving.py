@@ -1,0 +1,152 @@
+"""One serving spec per model: the llama-server config every later stage starts the model with.
+
+Quality and the context probe measure with it, the routing file carries it and the gateway starts
+servers from it, so the latency that feeds the ranking is measured on the config that is
+recommended. It is assembled from what the sweep and the context probe stored on this host:
+
+- decode's winner (threads, CPU set, KV type, flash attention): decode dominates interactive use;
+- prefill's winner's thread count as `threads_batch` (-tb) and its ubatch (decode never sweeps
+  ubatch: one-token steps cannot use it);
+- the largest context the context probe proved stable for that KV type and flash-attention mode,
+  else a default context that says it is one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from edgebench.host.probe import HostInfo
+from edgebench.measure.context import STAGE as CONTEXT_STAGE
+from edgebench.measure.context import ContextTrial
+from edgebench.measure.search import best_of
+from edgebench.measure.throughput import STAGE as THROUGHPUT_STAGE
+from edgebench.measure.throughput import ThroughputResult
+from edgebench.models.gguf import ModelInfo
+from edgebench.runtime.flags import RuntimeConfig
+from edgebench.store import Store
+
+__all__ = [
+    "DEFAULT_CTX",
+    "ServingSpec",
+    "host_default_config",
+    "serving_runtime",
+    "serving_spec",
+    "stored_results",
+]
+
+DEFAULT_CTX = 4096  # before the context probe ran (capped at the model's ctx_train)
+CtxSource = Literal["context probe", "default"]
+
+
+class ServingSpec(BaseModel):
+    """How to serve one model on this host: enough to start llama-server from the routing file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    model_path: str
+    model_sha256: str
+    chat_template: bool
+    backend: str = "llama-server"
+    runtime: RuntimeConfig  # full: -t/-tb, CPU set, KV K/V, flash attention, -b/-ub, -c
+    ctx_source: CtxSource  # "context probe": -c is the largest context proven stable (measured)
+    sources: list[str]  # where each part came from, for the reader of the routing file
+    pp_ts: float | None = None  # measured prefill / decode t/s of this config (sweep)
+    tg_ts: float | None = None
+    load_s: float | None = None  # measured load time at this context (context probe)
+    peak_rss_mib: float | None = None  # measured at this context, after filling it to 90 %
+    build_id: str | None = None
+    host_fingerprint: str
+
+
+def host_default_config(host: HostInfo) -> RuntimeConfig:
+    """Before any sweep: every big core (on big.LITTLE the little ones drag the matmuls down)."""
+    return RuntimeConfig(threads=max(1, len(host.big_cpus) or host.n_cpus))
+
+
+def stored_results(
+    store: Store, model_sha256: str | None = None, host_fingerprint: str | None = None
+) -> list[ThroughputResult]:
+    """Stored throughput rows, one per (model, config, test): a config measured again (another
+    llama.cpp build, or the CI method changed) is represented by its newest row only."""
+    newest: dict[tuple[str, object, str, int], ThroughputResult] = {}
+    for row in store.rows(THROUGHPUT_STAGE, model_sha256):  # oldest first
+        if host_fingerprint is not None and row.provenance.host_fingerprint != host_fingerprint:
+            continue
+        r = ThroughputResult.model_validate(row.record)
+        newest[(r.model_sha256, r.point, r.test, r.depth)] = r
+    return list(newest.values())
+
+
+def serving_runtime(
+    best_tg: ThroughputResult | None, best_pp: ThroughputResult | None, default: RuntimeConfig
+) -> RuntimeConfig:
+    """Decode's winner, with prefill's winner's threads as threads_batch and its ubatch."""
+    if best_tg is None:
+        return default
+    cfg = best_tg.config
+    if best_pp is None:
+        return cfg
+    pp = best_pp.config
+    tb = pp.threads if cfg.cpus is None else min(pp.threads, len(cfg.cpus))  # inside decode's CPU set
+    return cfg.model_copy(
+        update={
+            "threads_batch": tb if tb != cfg.threads else None,
+            "ubatch": pp.ubatch,
+            "batch": max(cfg.batch, pp.ubatch),
+        }
+    )
+
+
+def _proven(trials: list[ContextTrial], cfg: RuntimeConfig) -> ContextTrial | None:
+    """The largest stable context probed at this config's KV type and flash-attention mode."""
+    ok = [
+        t
+        for t in trials
+        if t.ok and not t.transient and t.kv == cfg.cache_type_k and t.flash_attn == cfg.flash_attn
+    ]
+    return max(ok, key=lambda t: t.ctx) if ok else None
+
+
+def serving_spec(store: Store, model: ModelInfo, host: HostInfo) -> ServingSpec:
+    """The spec from this host's stored rows (sweep, context probe); defaults say they are."""
+    results = [r for r in stored_results(store, model.sha256, host.fingerprint) if not r.transient]
+    bt, bp = best_of(results, "tg", 0), best_of(results, "pp", 0)
+    cfg = serving_runtime(bt.result if bt else None, bp.result if bp else None, host_default_config(host))
+    sources = []
+    if bt is None:
+        sources.append(f"threads: host default ({cfg.threads}: every big core); not swept yet")
+    else:
+        sources.append(f"decode winner of the sweep: {bt.result.config.label()}")
+        if bp is not None:
+            sources.append(f"threads_batch and ubatch: prefill winner {bp.result.config.label()}")
+    trials = [
+        ContextTrial.model_validate(r.record)
+        for r in store.rows(CONTEXT_STAGE, model.sha256)
+        if r.provenance.host_fingerprint == host.fingerprint
+    ]
+    proven = _proven(trials, cfg)
+    source: CtxSource
+    if proven is not None:
+        cfg, source = cfg.model_copy(update={"ctx": proven.ctx}), "context probe"
+        sources.append(f"context {proven.ctx}: largest proven stable at kv {cfg.cache_type_k}")
+    else:
+        cfg, source = cfg.model_copy(update={"ctx": min(DEFAULT_CTX, model.ctx_train)}), "default"
+        sources.append(f"context {cfg.ctx}: default, not probed at kv {cfg.cache_type_k} fa {cfg.flash_attn}")
+    return ServingSpec(
+        model=model.name,
+        model_path=model.path,
+        model_sha256=model.sha256,
+        chat_template=model.chat_template,
+        runtime=cfg.model_copy(update={"jinja": model.chat_template, "parallel": 1}),
+        ctx_source=source,
+        sources=sources,
+        pp_ts=bp.result.mean_ts if bp else None,
+        tg_ts=bt.result.mean_ts if bt else None,
+        load_s=(proven.load_ms or 0) / 1000 if proven and proven.load_ms is not None else None,
+        peak_rss_mib=proven.peak_rss_mib if proven else None,
+        build_id=bt.result.build_id if bt else None,
+        host_fingerprint=host.fingerprint,
+    )
