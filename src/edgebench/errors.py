@@ -13,6 +13,11 @@ Messages are written for the user: they name the object first, then the cause.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "BuildError",
     "ConfigError",
@@ -21,6 +26,7 @@ __all__ = [
     "ProcError",
     "RuntimeNotFound",
     "StoreError",
+    "validation_message",
 ]
 
 
@@ -50,3 +56,14 @@ class ProcError(EdgebenchError):
 
 class StoreError(EdgebenchError):
     pass
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic ValidationError as one line naming the record, the field and the cause (its
+    own str() is a multi-line dump with a URL)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    field = f"{exc.title}.{where}" if where else exc.title
+    got = f" (got {err['input']!r})" if where and not isinstance(err.get("input"), dict | list) else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{field}: {str(err['msg']).removeprefix('Value error, ')}{got}{more}"

@@ -97,7 +97,8 @@ def ensure_models(cfg: Config, store: Store) -> list[ModelInfo]:
     """The configured models, or the embedded default set when none are configured: the base
     gemma-3-270m first (its requantized variants are made from it), then SmolLM2-135M-Instruct."""
     if cfg.models:
-        return [add_model(store, m.path, m.name) for m in cfg.models]
+        # the config is declarative: its [[models]] name follows the path it gives now
+        return [add_model(store, m.path, m.name, replace=m.name is not None) for m in cfg.models]
     base = add_model(store, assemble_default_model(cfg.models_dir), DEFAULT_MODEL_NAME)
     chat = add_model(store, fetch_chat_model(cfg.cache_dir, cfg.models_dir), CHAT_MODEL_NAME)
     return [base, chat]

@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from edgebench.cli import _context as _context
 from edgebench.cli import _decide as _decide
@@ -17,7 +18,8 @@ from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
 from edgebench.cli import _sweep as _sweep
 from edgebench.cli._common import app, err_console, state
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, validation_message
+from edgebench.textsafe import one_line
 
 __all__ = ["app", "main"]
 
@@ -37,8 +39,9 @@ def _debug() -> bool:
 
 
 def _fail(msg: str, code: int) -> None:
-    # rich markup off: messages carry paths and brackets verbatim.
-    err_console.print(f"edgebench: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+    # rich markup off: messages carry paths and brackets verbatim. one_line: they also carry
+    # untrusted text (GGUF names, file names, llama.cpp output) that must not drive the terminal.
+    err_console.print(f"edgebench: error: {one_line(msg)}", markup=False, highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 
@@ -64,6 +67,10 @@ def main() -> None:
             err_console.print(exc.format_message(), markup=False, highlight=False)
             raise SystemExit(2) from None
         _fail(f"{exc.format_message()} (see --help)", exc.exit_code)
+    except ValidationError as exc:  # a record built from a value no option check caught
+        if _debug():
+            raise
+        _fail(validation_message(exc), 1)
     except Exception as exc:  # a bug of ours: still one line, the traceback behind --debug
         if _debug():
             raise

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgebench.cli._args import positive
 from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
 from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
@@ -45,16 +48,22 @@ def context(
     if fa not in ("on", "off", "auto"):
         raise ConfigError(f"--fa {fa!r}: on, off or auto")
     ctx_list = None
-    if ctx:
+    if ctx is not None:
         try:
             ctx_list = [int(c) for c in ctx.split(",") if c.strip()]
         except ValueError:
             raise ConfigError(f"--ctx {ctx!r}: expected comma-separated integers") from None
+        if not ctx_list:
+            raise ConfigError(f"--ctx {ctx!r}: no values; give e.g. 2048,8192 or leave the option out")
         if any(c <= 0 for c in ctx_list):
             raise ConfigError(f"--ctx {ctx!r}: contexts must be > 0 (llama.cpp's 0 means ctx_train; say it)")
+    positive("--budget-mib", budget_mib)  # a NaN or negative budget fails every context as "ram"
+    if swap_limit_mib is not None and not (math.isfinite(swap_limit_mib) and swap_limit_mib >= 0):
+        raise ConfigError(f"--swap-limit-mib {swap_limit_mib:g}: must be a finite number ≥ 0")
+    named = [resolve_model(store, m) for m in models]
     hold_host(no_wait)
     runtime = ensure_runtime(cfg)
-    targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
+    targets = named or ensure_models(cfg, store)
     host = probe_host()
     budget = budget_mib or cfg.budgets.usable_mib(host.ram_total_mib)
     swap_limit = swap_limit_mib if swap_limit_mib is not None else float(cfg.budgets.swap_growth_mib)

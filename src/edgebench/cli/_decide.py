@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgebench import __version__
+from edgebench.cli._args import out_dir
 from edgebench.cli._common import console, emit_json, state
 from edgebench.config import Config
 from edgebench.decide.evidence import ModelEvidence
@@ -18,7 +19,10 @@ from edgebench.decide.gather import gather
 from edgebench.decide.rank import Ranking, rank
 from edgebench.decide.route import route
 from edgebench.decide.routing import Routing
+from edgebench.errors import ConfigError
 from edgebench.host.probe import HostInfo, probe_host
+from edgebench.quality.runner import STAGE as QUALITY_STAGE
+from edgebench.quality.suite import BUILTIN_DIR
 from edgebench.report import render_report
 from edgebench.runtime.locate import Runtime
 from edgebench.setup import locate_quietly
@@ -101,12 +105,26 @@ def render_routing(r: Routing) -> None:
         console.print(f"bigger and not better: {f.because}", highlight=False)
 
 
+def _check_suite(cfg: Config, store: Store, suite: str | None) -> None:
+    """A suite to rank on is one that exists or one with stored results (it may since be gone)."""
+    if suite is None:
+        return
+    dirs = [*cfg.run.suite_dirs, BUILTIN_DIR]
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.iterdir() if p.suffix in (".yaml", ".yml")})
+    if suite in known or any(r.record.get("suite") == suite for r in store.rows(QUALITY_STAGE)):
+        return
+    raise ConfigError(
+        f"--suite {suite!r}: no such suite and no stored results for it (suites: {', '.join(known)})"
+    )
+
+
 def rank_cmd(
     suite: str | None = typer.Option(None, "--suite", "-s", help="Quality suite to rank on."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Composite quality × speed ranking with CIs, ties and the Pareto front (from stored results)."""
     cfg, store = state.config, state.store
+    _check_suite(cfg, store, suite)
     r = rank(gather(cfg, store, suite), cfg.budgets)
     if json_:
         emit_json(r)
@@ -121,6 +139,8 @@ def route_cmd(
 ) -> None:
     """Model map and routing table by explicit rules; writes routing.json and routing.toml."""
     cfg, store = state.config, state.store
+    _check_suite(cfg, store, suite)
+    out_dir("--out", out)
     host = probe_host()
     ev = gather(cfg, store, suite)
     r = route(ev, cfg.budgets, ram_total_mib=host.ram_total_mib)
@@ -139,6 +159,8 @@ def report_cmd(
 ) -> None:
     """Markdown + self-contained HTML report with plots, from everything stored."""
     cfg, store = state.config, state.store
+    _check_suite(cfg, store, suite)
+    out_dir("--html", html)
     host = probe_host()
     _, _, _, routing_json, md, page = decide_all(cfg, store, host, suite, locate_quietly(cfg), html)
     if json_:

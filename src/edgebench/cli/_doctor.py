@@ -8,6 +8,7 @@ import typer
 
 from edgebench.cli._common import console, emit_json, state
 from edgebench.cli._render import render_host, render_models, render_runtime
+from edgebench.host.probe import check_root
 from edgebench.setup import doctor_report
 
 __all__ = ["register"]
@@ -23,6 +24,7 @@ def doctor(
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Probe the host (CPU clusters, RAM, swap, thermals, NPU/GPU, bandwidth) and the llama.cpp build."""
+    check_root(sysroot, "--sysroot")
     report = doctor_report(state.config, state.store, sysroot=sysroot, bandwidth=not no_bandwidth)
     if json_:
         emit_json(report)

@@ -10,7 +10,7 @@ from edgebench.cli._common import console, emit_json, state
 from edgebench.cli._render import render_model, render_models
 from edgebench.errors import ConfigError
 from edgebench.models.default import DEFAULT_MODEL_NAME, assemble_default_model
-from edgebench.models.registry import add_model, list_models, resolve_model
+from edgebench.models.registry import add_model, check_name, list_models, resolve_model
 
 __all__ = ["app"]
 
@@ -22,15 +22,22 @@ def models_add(
     paths: list[Path] = typer.Argument(None, help="GGUF files."),
     name: str | None = typer.Option(None, "--name", help="Name to register (one path only)."),
     default: bool = typer.Option(False, "--default", help="Add the embedded gemma-3-270m model."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Give --name to this file even if another registered file has it."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Read GGUF metadata (sha256 computed once) and register the models."""
     paths = list(paths or [])
-    if name and len(paths) != 1:
+    if name is not None and len(paths) != 1:
         raise ConfigError("--name: give exactly one path with it")
+    if replace and name is None:
+        raise ConfigError("--replace: give --name with it (the name to move to this file)")
+    if name is not None:
+        check_name(name, "--name")
     if not paths and not default:
         raise ConfigError("models add: give GGUF paths, or --default for the embedded model")
-    added = [add_model(state.store, p, name) for p in paths]
+    added = [add_model(state.store, p, name, replace=replace) for p in paths]
     if default:
         added.append(
             add_model(state.store, assemble_default_model(state.config.models_dir), DEFAULT_MODEL_NAME)

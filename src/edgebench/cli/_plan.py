@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from edgebench.cli._args import positive
 from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
@@ -26,13 +27,15 @@ __all__ = ["register"]
 
 def plan(
     model: str = typer.Argument(None, help="Registered name, path or sha256 prefix (--check: all models)."),
-    ctx: int = typer.Option(4096, "--ctx", "-c", help="Context size (-c)."),
+    ctx: int | None = typer.Option(
+        None, "--ctx", "-c", help="Context size (-c; default 4096, or ctx_train when smaller)."
+    ),
     kv: str = typer.Option("f16", "--kv", help="KV cache type K/V, e.g. q8_0 or q8_0/q4_0."),
     kv_layers: str | None = typer.Option(
         None, "--kv-layers", help='Per-layer KV types, e.g. "0-10:q8_0,11-:q4_0".'
     ),
     fa: str = typer.Option("on", "--fa", help="Flash attention: on, off, auto."),
-    parallel: int = typer.Option(1, "--parallel", "-np", min=1, help="Server slots (-np)."),
+    parallel: int = typer.Option(1, "--parallel", "-np", min=1, max=256, help="Server slots (-np)."),
     ngl: int = typer.Option(0, "--ngl", min=-1, help="GPU layers (CPU hosts: 0)."),
     ubatch: int = typer.Option(512, "--ubatch", min=1),
     arch: str | None = typer.Option(
@@ -56,12 +59,13 @@ def plan(
             raise ConfigError(f"--kv {t!r}: unknown KV cache type; one of {', '.join(KV_TYPES)}")
     if fa not in ("on", "off", "auto"):
         raise ConfigError(f"--fa {fa!r}: on, off or auto")
-    if ctx <= 0:
+    if ctx is not None and ctx <= 0:
         raise ConfigError(
-            "--ctx 0: llama.cpp reads 0 as 'the model's ctx_train'; give the context explicitly"
+            f"--ctx {ctx}: llama.cpp reads 0 as 'the model's ctx_train'; give the context explicitly"
         )
+    positive("--budget-gib", budget_gib)
     cfg = RuntimeConfig(
-        ctx=ctx,
+        ctx=ctx or 4096,
         cache_type_k=k,
         cache_type_v=v,
         flash_attn=fa,  # type: ignore[arg-type]
@@ -84,7 +88,9 @@ def plan(
     if model is None:
         raise ConfigError("plan: name a model (or use --check for every registered one)")
     m = resolve_model(store, model)
-    if ctx > m.ctx_train:
+    if ctx is None:  # the default must fit a model trained on less than 4096 tokens
+        cfg = cfg.model_copy(update={"ctx": min(4096, m.ctx_train)})
+    elif ctx > m.ctx_train:
         raise ConfigError(f"--ctx {ctx}: above {m.name}'s trained context {m.ctx_train}")
     layers = parse_kv_layers(kv_layers, m.n_layer) if kv_layers else None
     p = plan_memory(m, cfg, n_parallel=parallel, kv_layers=layers, host_arch=the_arch, cpu_flags=flags)

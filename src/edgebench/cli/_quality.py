@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +16,7 @@ from typer.core import TyperGroup
 from edgebench.backends.base import Backend
 from edgebench.backends.managed import ManagedLlamaServer
 from edgebench.backends.openai import OpenAICompatible
+from edgebench.cli._args import positive
 from edgebench.cli._common import NO_WAIT, console, counting_progress, emit_json, hold_host, state
 from edgebench.config import BackendConfig, Config
 from edgebench.errors import ConfigError, EdgebenchError
@@ -92,15 +94,26 @@ def quality_run(
 ) -> None:
     """Run a suite on models (managed llama-server) and/or remote backends; resumable."""
     cfg, store = state.config, state.store
+    # everything checked before a server starts: a bad --backend used to surface after the models ran
+    if missing := [d for d in suite_dir if not d.is_dir()]:
+        raise ConfigError(f"--suite-dir {missing[0]}: not a directory")
+    positive("--timeout", timeout)
+    positive("--stall", stall)
+    if not math.isfinite(temperature):
+        raise ConfigError(f"--temperature {temperature:g}: must be a finite number ≥ 0")
+    if unknown := [b for b in backend if b not in {c.name for c in cfg.backends}]:
+        known = ", ".join(b.name for b in cfg.backends) or "none configured"
+        raise ConfigError(f"--backend {unknown[0]!r}: not in the config's [[backends]] (known: {known})")
     s = load_suite(suite, list(suite_dir))
     settings = QualitySettings(samples=samples, temperature=temperature)
+    named = [resolve_model(store, m) for m in models]
     hold_host(no_wait)
     host = probe_host()
     scores: list[SuiteScore] = []
     jobs: list[tuple[str, Any]] = [("remote", b) for b in backend]
     if models or not backend:
         runtime = ensure_runtime(cfg)
-        targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
+        targets = named or ensure_models(cfg, store)
         jobs = [("local", (runtime, m)) for m in targets] + jobs
     for kind, job in jobs:
         with ExitStack() as stack:

@@ -9,6 +9,7 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
+from edgebench.cli._args import int_list, out_file, positive, word_list
 from edgebench.cli._common import (
     NO_WAIT,
     console,
@@ -29,24 +30,12 @@ from edgebench.measure.sweep import crosscheck_best, export_jsonl, recommended, 
 from edgebench.measure.throughput import MeasureSettings, ThroughputResult
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
+from edgebench.runtime.flags import KV_TYPES
 from edgebench.runtime.locate import Runtime
 from edgebench.setup import ensure_models, ensure_runtime
 from edgebench.store import Store
 
 __all__ = ["register", "render_outcome", "settings_for", "sweep_with_progress"]
-
-
-def _ints(opt: str, text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{opt} {text!r}: expected comma-separated integers, e.g. 1,2,4") from None
-
-
-def _words(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
 def sweep(
@@ -78,32 +67,34 @@ def sweep(
 ) -> None:
     """Measure prefill/decode t/s across runtime configs; crash-proof, resumable, adaptive."""
     cfg, store = state.config, state.store
+    # Every argument is checked before the runtime is located (maybe built) and bandwidth measured.
     if search not in ("adaptive", "grid"):
         raise ConfigError(f"--search {search!r}: adaptive or grid")
     mode: Literal["adaptive", "grid"] = "grid" if search == "grid" else "adaptive"
-    fas = _words(fa)
-    if fas and any(f not in ("on", "off", "auto") for f in fas):
-        raise ConfigError(f"--fa {fa!r}: on, off or auto")
+    fas = word_list("--fa", fa, ("on", "off", "auto"))
     if ci is not None and not 0 < ci < 1:
         raise ConfigError(f"--ci {ci}: a fraction between 0 and 1, e.g. 0.03")
-    hold_host(no_wait)
-    runtime = ensure_runtime(cfg)
-    targets = [resolve_model(store, m) for m in models] if models else ensure_models(cfg, store)
-    host = probe_host(measure_bandwidth=True)
-    store.put_host(host.fingerprint, host)
-    store.put_runtime(runtime.build_id, runtime)
+    positive("--timeout", timeout)
+    out_file("--export", export)
     space = default_space(
-        host,
+        probe_host(),  # CPUs only; the measured bandwidth comes below, once the arguments are good
         cfg.sweep,
-        threads=_ints("--threads", threads),
-        kv=_words(kv),
+        threads=int_list("--threads", threads, minimum=1),
+        kv=word_list("--kv", kv, KV_TYPES),
         fa=fas,  # type: ignore[arg-type]  # values checked above
-        ubatch=_ints("--ubatch", ubatch),
+        ubatch=int_list("--ubatch", ubatch, minimum=1),
         cpus=[c.strip() for spec in cpus for c in spec.split(";") if c.strip()] or None,
-        depth=_ints("--depth", depth),
+        depth=int_list("--depth", depth, minimum=0),
         n_prompt=n_prompt,
         n_gen=n_gen,
     )
+    named = [resolve_model(store, m) for m in models]
+    hold_host(no_wait)
+    runtime = ensure_runtime(cfg)
+    targets = named or ensure_models(cfg, store)
+    host = probe_host(measure_bandwidth=True)
+    store.put_host(host.fingerprint, host)
+    store.put_runtime(runtime.build_id, runtime)
     settings = settings_for(cfg, host, ci=ci, max_reps=max_reps, timeout=timeout)
     outcomes = sweep_with_progress(
         store,
@@ -117,7 +108,13 @@ def sweep(
         log_dir=cfg.data_dir / "logs",
     )
     if export is not None:
-        n = export_jsonl([r for _, o, _ in outcomes for r in o.results], export)
+        try:
+            n = export_jsonl([r for _, o, _ in outcomes for r in o.results], export)
+        except OSError as exc:  # checked before the sweep; the disk can still fill up
+            raise ConfigError(
+                f"--export {export}: cannot write ({exc.strerror or exc}); the results are stored: "
+                "re-run with another --export path to export them without measuring again"
+            ) from None
         err_console.print(f"exported {n} llama-bench rows to {export}", highlight=False)
     if json_:
         emit_json(

@@ -18,9 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgebench.errors import ConfigError
 from edgebench.host import bandwidth as _bandwidth
 
-__all__ = ["Accelerator", "CpuCluster", "HostInfo", "ThermalZone", "host_class", "probe_host"]
+__all__ = ["Accelerator", "CpuCluster", "HostInfo", "ThermalZone", "check_root", "host_class", "probe_host"]
 
 HostClass = Literal["rk3588", "rpi5", "arm64", "x86", "other"]
 
@@ -376,6 +377,16 @@ def _fingerprint(
 
 
 # ------------------------------------------------------------------------------------------------ API
+
+
+def check_root(root: Path, what: str = "sysroot") -> None:
+    """A root the probe can read: a directory with proc/cpuinfo or sys/devices/system/cpu under
+    it. Missing entries inside a real root are normal (the probe reports unknown); a root with
+    neither is a typo, and probing it would report a machine with 0 CPUs."""
+    if not root.is_dir():
+        raise ConfigError(f"{what} {root}: not a directory")
+    if not (root / "proc/cpuinfo").is_file() and not (root / _CPU).is_dir():
+        raise ConfigError(f"{what} {root}: not a filesystem root (no proc/cpuinfo or {_CPU} under it)")
 
 
 def probe_host(root: Path = Path("/"), *, measure_bandwidth: bool = False) -> HostInfo:
