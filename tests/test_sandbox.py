@@ -27,6 +27,7 @@ import psutil
 import pytest
 from pydantic import TypeAdapter
 
+from edgebench.backends.base import Backend, ChatRequest, ChatResponse
 from edgebench.quality import FailureClass, ModelOutput, ValidatorSpec, Verdict, validate
 
 F = FailureClass
@@ -673,3 +674,63 @@ def test_the_checker_decodes_only_plain_values() -> None:
     ):
         with pytest.raises(ValueError):
             decode(forged)
+
+
+class _AlwaysPalindrome(Backend):
+    """Answers every prompt with a correct is_palindrome: right for one item, wrong for the others."""
+
+    name = "fake"
+
+    def chat(self, req: ChatRequest) -> ChatResponse:
+        return ChatResponse(
+            content="```python\ndef is_palindrome(s):\n    return s == s[::-1]\n```", wall_s=0.1
+        )
+
+
+@no_bwrap_needed
+def test_unsandboxed_rows_are_left_out_of_the_score_and_asked_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from edgebench.quality import load_suite, sandbox
+    from edgebench.quality.runner import QualitySettings, Target, run_suite
+    from edgebench.quality.score import score
+    from edgebench.store import Provenance, Store
+
+    store = Store(tmp_path / "s.sqlite")
+    prov = Provenance(build_id="b1-fake", host_fingerprint="h", model_sha256="0" * 64)
+    target = Target(label="fake", mode="chat", provenance=prov, backend_id="fake")
+    suite, settings = load_suite("seed14"), QualitySettings(samples=0, variants=False)
+    monkeypatch.setattr(sandbox, "BWRAP", "edgebench-no-such-bwrap")
+    monkeypatch.setattr(sandbox, "_allowed", False)
+    first = {r.item: r for r in run_suite(store, _AlwaysPalindrome(), target, suite, settings)}
+    assert first["code.palindrome"].failure is F.UNSANDBOXED
+    assert first["code.list_comprehension"].failure is F.WRONG  # no ListComp: known without running it
+    sc = score(list(first.values()))
+    assert sc.unsandboxed == 1 and sc.runs == len(first) - 1
+    assert [c.items for c in sc.categories if c.category == "code"] == [1]  # not a 0/2 code score
+    if shutil.which("bwrap") is None:
+        return  # EDGEBENCH_NO_BWRAP=1: the second half needs isolation
+    monkeypatch.setattr(sandbox, "BWRAP", "bwrap")
+    again = run_suite(store, _AlwaysPalindrome(), target, suite, settings)
+    by_item = {r.item: r for r in again}
+    assert not by_item["code.palindrome"].resumed and by_item["code.palindrome"].passed
+    assert all(r.resumed for r in again if r.item != "code.palindrome")
+    assert score(again).unsandboxed == 0
+
+
+@no_bwrap_needed
+def test_allow_unsandboxed_in_the_config_and_on_the_command_line(tmp_path: Path) -> None:
+    from edgebench.config import load_config
+
+    allowed, plain = tmp_path / "allowed.toml", tmp_path / "plain.toml"
+    allowed.write_text("[quality]\nallow_unsandboxed = true\n")
+    plain.write_text("[run]\nsamples = 0\n")
+    assert load_config(allowed).quality.allow_unsandboxed is True
+    assert load_config(plain).quality.allow_unsandboxed is False  # refusing is the default
+    done = subprocess.run(
+        [sys.executable, "-m", "edgebench", "quality", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--allow-unsandboxed" in done.stdout

@@ -172,6 +172,12 @@ class RunConfig(_Strict):
         return v
 
 
+class QualityConfig(_Strict):
+    # Code items run only inside bubblewrap; where it is missing or cannot create namespaces they are
+    # not scored. True runs them anyway, in a plain subprocess with limits: the host is exposed.
+    allow_unsandboxed: bool = False
+
+
 class Config(_Strict):
     data_dir: Path
     cache_dir: Path
@@ -181,6 +187,7 @@ class Config(_Strict):
     sweep: SweepConfig = SweepConfig()
     budgets: BudgetConfig = BudgetConfig()
     run: RunConfig = RunConfig()
+    quality: QualityConfig = QualityConfig()
     source_file: Path | None = None
 
     @field_validator("models")

@@ -24,6 +24,7 @@ from edgebench.host.probe import HostInfo, probe_host
 from edgebench.measure.sweep import serving_config
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
+from edgebench.quality import sandbox
 from edgebench.quality.runner import STAGE, QualityResult, QualitySettings, Target, run_suite
 from edgebench.quality.score import SuiteScore, compare, score
 from edgebench.quality.suite import Suite, list_suites, load_suite
@@ -91,6 +92,9 @@ def quality_run(
     stall: float = typer.Option(60.0, "--stall", min=1.0, help="Seconds of silence mid-stream."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
+    allow_unsandboxed: bool = typer.Option(
+        False, "--allow-unsandboxed", help="Run code items even where bubblewrap cannot isolate them."
+    ),
 ) -> None:
     """Run a suite on models (managed llama-server) and/or remote backends; resumable."""
     cfg, store = state.config, state.store
@@ -105,6 +109,7 @@ def quality_run(
         known = ", ".join(b.name for b in cfg.backends) or "none configured"
         raise ConfigError(f"--backend {unknown[0]!r}: not in the config's [[backends]] (known: {known})")
     s = load_suite(suite, list(suite_dir))
+    sandbox.allow_unsandboxed(allow_unsandboxed or cfg.quality.allow_unsandboxed)
     settings = QualitySettings(samples=samples, temperature=temperature)
     named = [resolve_model(store, m) for m in models]
     hold_host(no_wait)
@@ -212,6 +217,11 @@ def render_score(sc: SuiteScore) -> None:
         console.print(
             "[yellow]completion mode[/yellow]: this is a base model without a chat template; items ran "
             "as a few-shot completion prompt (tools offered as JSON in the prompt), not as chat."
+        )
+    if sc.unsandboxed:
+        console.print(
+            f"[yellow]not scored[/yellow]: {sc.unsandboxed} code replies were not run, for want of a sandbox "
+            "(apt-get install bubblewrap, or --allow-unsandboxed to run them unisolated)."
         )
 
 

@@ -29,6 +29,7 @@ from edgebench.measure.sweep import host_default_config, recommended, serving_co
 from edgebench.models.default import DEFAULT_MODEL_NAME
 from edgebench.models.memory import plan_memory
 from edgebench.models.variants import requantized_variants
+from edgebench.quality import sandbox
 from edgebench.quality.runner import QualitySettings
 from edgebench.quality.score import score
 from edgebench.quality.suite import load_suite
@@ -135,6 +136,7 @@ def run(
     with stage("quality"):
         suite = load_suite(rc.suite, rc.suite_dirs)
         qs = QualitySettings(samples=rc.samples, variants=rc.variants)
+        sandbox.allow_unsandboxed(cfg.quality.allow_unsandboxed)
         for m in models:
             with ExitStack() as stack:
                 try:

@@ -181,7 +181,8 @@ def run_suite(
         }
         key, _ = result_key(STAGE, target.provenance, params)
         row = store.get(key)
-        if row is not None:
+        # A reply whose code was not run (no sandbox then) is asked again, not reused as a verdict.
+        if row is not None and row.record.get("failure") != FailureClass.UNSANDBOXED.value:
             res = QualityResult.model_validate({**row.record, "resumed": True})
         else:
             res, resp = _ask(backend, target, suite, item, variant, sample, temp, seed, settings)

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.errors import ConfigError
 from edgebench.quality.records import FailureClass
 from edgebench.quality.runner import QualityResult
 from edgebench.stats import clustered_bootstrap, mcnemar, wilson
@@ -62,6 +63,7 @@ class SuiteScore(BaseModel):
     mean_latency_s: float
     latency_sd_s: float
     template_missing: bool
+    unsandboxed: int = 0  # code replies not run (no sandbox here): left out of every score
 
 
 def _items(results: list[QualityResult]) -> list[ItemScore]:
@@ -106,6 +108,14 @@ def _weighted_bootstrap(
 def score(results: list[QualityResult]) -> SuiteScore:
     if not results:
         raise ValueError("no quality results to score")
+    # Code that was not run for want of a sandbox is neither a pass nor a fail of the model.
+    unsandboxed = sum(r.failure is FailureClass.UNSANDBOXED for r in results)
+    results = [r for r in results if r.failure is not FailureClass.UNSANDBOXED]
+    if not results:
+        raise ConfigError(
+            "no reply could be scored: code items need bubblewrap (apt-get install bubblewrap), "
+            "or [quality] allow_unsandboxed = true / --allow-unsandboxed"
+        )
     items = _items(results)
     runs_by_item: dict[str, list[float]] = defaultdict(list)
     for r in results:
@@ -148,6 +158,7 @@ def score(results: list[QualityResult]) -> SuiteScore:
         mean_latency_s=float(lat.mean()),
         latency_sd_s=float(lat.std(ddof=1)) if lat.size > 1 else 0.0,
         template_missing=any(r.failure is FailureClass.TEMPLATE_MISSING for r in results),
+        unsandboxed=unsandboxed,
     )
 
 
