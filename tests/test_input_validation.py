@@ -280,3 +280,19 @@ def test_plan_default_context_follows_a_short_ctx_train(
     r = run(monkeypatch, "plan", str(short), "--json")
     assert r.code == 0, r.stderr
     assert '"n_ctx": 1024' in r.stdout
+
+
+def test_markup_in_gguf_name_or_path_is_shown_as_text(
+    monkeypatch: pytest.MonkeyPatch, template: GGUFTemplate, tmp_path: Path
+) -> None:
+    # Rich reads [..] as markup: "[bold]" vanished from tables and a stray "[/x]" was an internal error
+    folder = tmp_path / "[test]"
+    folder.mkdir()
+    path = template.write(folder / "m.gguf", {"general.name": Value(VT.STRING, "[/x] [bold]big")})
+    added = run(monkeypatch, "models", "add", str(path))
+    assert added.code == 0, added.stderr
+    assert "(/x) (bold)big" in added.stdout
+    shown = run(monkeypatch, "models", "show", "(/x) (bold)big")
+    assert shown.code == 0 and "[test]" in shown.stdout
+    line = run(monkeypatch, "models", "add", str(path), "--name", "a[b]").error_line()
+    assert "square brackets" in line

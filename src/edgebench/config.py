@@ -17,6 +17,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebench.errors import ConfigError
+from edgebench.models.gguf import clean_name
 from edgebench.runtime.flags import KV_TYPES
 from edgebench.textsafe import one_line
 
@@ -61,8 +62,10 @@ class ModelEntry(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and (not v.strip() or one_line(v) != v):
-            raise ValueError(f"{one_line(repr(v))}: a model name is one printable line, not empty")
+        if v is not None and (not v.strip() or clean_name(v) != v):
+            raise ValueError(
+                f"{one_line(repr(v))}: a model name is one printable line without [ ], not empty"
+            )
         return v
 
 

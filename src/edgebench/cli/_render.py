@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgebench.host.probe import HostInfo
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.flags import cpu_list
 from edgebench.runtime.locate import Runtime
+from edgebench.textsafe import one_line
 
 __all__ = ["gib", "render_host", "render_model", "render_models", "render_runtime"]
 
@@ -88,7 +90,7 @@ def render_models(c: Console, models: list[ModelInfo]) -> None:
 
 def render_model(c: Console, m: ModelInfo) -> None:
     t = Table(title=m.name, show_header=False, title_justify="left")
-    t.add_row("path", m.path)
+    t.add_row("path", escape(one_line(m.path)))  # a file name is untrusted text, and [..] is markup
     t.add_row("sha256", m.sha256)
     t.add_row("arch", m.arch)
     t.add_row("params", f"{_params(m.params)} ({m.params:,})")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from edgebench.errors import ModelError
 from edgebench.textsafe import one_line
 
-__all__ = ["ModelInfo", "read_model_info", "sha256_file"]
+__all__ = ["ModelInfo", "clean_name", "read_model_info", "sha256_file"]
 
 Scalar = str | int | float | bool
 
@@ -50,6 +50,13 @@ _SCALAR_FORMATS: dict[int, str] = {
     int(_VT.FLOAT64): "d",
 }
 _STRING, _ARRAY, _FLOAT32 = int(_VT.STRING), int(_VT.ARRAY), int(_VT.FLOAT32)
+
+
+def clean_name(text: str) -> str:
+    """A model name as edgebench stores and shows it: one printable line (control characters
+    escaped), square brackets as parentheses: Rich reads `[..]` in a table cell as markup, drops
+    it silently, and stops at a stray `[/x]` with an error."""
+    return one_line(text).replace("[", "(").replace("]", ")")
 
 
 class ModelInfo(BaseModel):
@@ -94,7 +101,7 @@ class ModelInfo(BaseModel):
     def _printable_name(cls, v: str) -> str:
         # general.name is untrusted text shown in every table and error; records stored before
         # this check are cleaned when read back.
-        return one_line(v)
+        return clean_name(v)
 
 
 # ---------------------------------------------------------------------------- header walk

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.errors import ConfigError, ModelError
-from edgebench.models.gguf import ModelInfo, read_model_info
+from edgebench.models.gguf import ModelInfo, clean_name, read_model_info
 from edgebench.store import Store
 from edgebench.textsafe import one_line
 
@@ -26,8 +26,10 @@ def check_name(name: str, what: str = "model name") -> str:
     """A model name given by the user: non-empty, printable, one line."""
     if not name.strip():
         raise ConfigError(f"{what} {name!r}: empty")
-    if one_line(name) != name:
-        raise ConfigError(f"{what} {one_line(repr(name))}: control characters are not allowed in a name")
+    if clean_name(name) != name:
+        raise ConfigError(
+            f"{what} {one_line(repr(name))}: control characters and square brackets are not allowed in a name"
+        )
     return name
 
 
@@ -103,7 +105,7 @@ def _unique_name(store: Store, info: ModelInfo, name: str | None, replace: bool)
         if holders and not replace:
             raise _taken(name, holders[0], info.path)
         return name
-    stem = one_line(Path(info.path).stem) or "model"
+    stem = clean_name(Path(info.path).stem) or "model"
     for candidate in (info.name, stem, f"{stem}-{info.sha256[:8]}"):
         if not _holders(store, candidate, info.path):
             return candidate
