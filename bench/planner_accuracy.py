@@ -1,22 +1,24 @@
 """bench/planner_accuracy: the memory planner's predictions vs what llama-server allocates and uses.
 
-For gemma-3-270m and synthetic llama models at ctx 2k/8k/32k x KV f16/q8_0/q4_0 x flash attention
-on/off: start llama-server (`-lv 4` so it prints its buffers), send one prompt of `--fill` tokens,
-stop it, parse its memory lines (edgebench.runtime.memlog) and compare with plan_memory:
+For gemma-3-270m and the synthetic zoo (edgebench.testing.zoo: dense n_ff = n_embd, gemma4 per-layer
+head sizes with shared KV, gemma3 SWA, a MoE with repacked experts at the end of the file, a tied
+Q4_0 embedding, K-quants, a jamba hybrid) at ctx 4k/16k x KV f16/q8_0/q4_0 x flash attention
+on/off: start llama-server (`-lv 4` so it prints its buffers), send one prompt filling `--fill` of
+the context, stop it, parse its memory lines (edgebench.runtime.memlog) and compare with plan_memory:
 
 - model, KV, compute: llama.cpp's own buffer sizes (goal: model/KV ≤ 2 %, compute ≤ 10 %);
 - peak RSS vs the plan's host total (worst case: context full) and vs the plan at the fill the
   run reached (the compute buffer is reserved up front but only touched as the KV fills; goal ≤ 10 %).
 
 The prompt is sent as text, sized from the tokens of one repetition (a prompt past the context is
-refused). Context checkpoints and the prompt cache are turned off (`--ctx-checkpoints 0
---cache-ram 0`): they are host memory on top of the buffers, sized by use, that the plan reports
-apart (checkpoint_mib).
+refused). Context checkpoints stay on (llama-server's default: the plan counts the ones a long
+prompt creates); the prompt cache is off (`--cache-ram 0`: it holds prompts of *finished* requests).
+The repack rules follow this CPU's flags (HostInfo.cpu_flags), as the native build does.
 llama-fit-params' own estimate (`-fitp on`) is shown beside it: it reserves logits for a full
 ubatch (llama-server reserves one row per slot) and leaves the CPU_REPACK copy out of "Host".
 
-Usage: python bench/planner_accuracy.py [--models gemma,tiny,mid] [--ctx 2048,8192,32768]
-                                        [--kv f16,q8_0,q4_0] [--fa on,off] [--fill 2048|full]
+Usage: python bench/planner_accuracy.py [--models gemma,dense-ffeq,…] [--ctx 4096,16384]
+                                        [--kv f16,q8_0,q4_0] [--fa on,off] [--fill 0.9|N|full]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import cast
 
 from edgebench.config import load_config
 from edgebench.errors import ConfigError
+from edgebench.host.probe import probe_host
 from edgebench.models.default import assemble_default_model
 from edgebench.models.gguf import ModelInfo, read_model_info
 from edgebench.models.memory import MemoryPlan, plan_memory
@@ -40,9 +43,12 @@ from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
 from edgebench.runtime.server import ServerFailed, ServerProcess
 from edgebench.setup import ensure_runtime
 from edgebench.testing.synth import write_tiny_llama
+from edgebench.testing.zoo import ZOO, write_zoo_model
+
+FLAGS = tuple(probe_host().cpu_flags) or None
 
 GOALS = {"model": 2.0, "repack": 2.0, "KV": 2.0, "compute": 10.0, "RSS@fill": 10.0, "RSS/total": 10.0}
-EXTRA = ("-lv", "4", "--ctx-checkpoints", "0", "--cache-ram", "0")
+EXTRA = ("-lv", "4", "--cache-ram", "0")
 WORDS = "the quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches "
 
 
@@ -64,6 +70,8 @@ def models(names: list[str], scratch: Path) -> dict[str, ModelInfo]:
     for n in names:
         if n == "gemma":
             path = assemble_default_model(load_config().cache_dir / "models")
+        elif n in ZOO:
+            path = write_zoo_model(n, scratch)
         elif n == "tiny":  # the tests' tiny llama shape, with a 32k trained context
             path = write_tiny_llama(scratch / "tiny-llama-32k.gguf", ctx_train=32768)
         elif n == "mid":  # a wider synthetic llama: GQA 8:2, head dim 64, f16 weights
@@ -78,7 +86,7 @@ def models(names: list[str], scratch: Path) -> dict[str, ModelInfo]:
                 ftype="f16",
             )
         else:
-            raise SystemExit(f"unknown model {n!r} (gemma, tiny, mid)")
+            raise SystemExit(f"unknown model {n!r} (gemma, tiny, mid, {', '.join(ZOO)})")
         out[n] = read_model_info(path)
     return out
 
@@ -136,11 +144,16 @@ def run_one(rt: Runtime, name: str, m: ModelInfo, ctx: int, kv: str, fa: str, fi
     )
     fitp_txt, fitp_compute = fit_params(rt, m, cfg)
     try:
-        plan: MemoryPlan | None = plan_memory(m, cfg)
+        plan: MemoryPlan | None = plan_memory(m, cfg, cpu_flags=FLAGS)
     except ConfigError as e:
         plan, plan_err = None, str(e)
     log = tmp / f"{name}-{ctx}-{kv}-{fa}.log"
-    target = ctx - 16 if fill == "full" else min(ctx - 16, int(fill))
+    if fill == "full":
+        target = ctx - 16
+    elif "." in fill:
+        target = int(float(fill) * ctx)
+    else:
+        target = min(ctx - 16, int(fill))
     srv = ServerProcess(rt, m.path, cfg, log, ready_timeout_s=600)
     evaluated: int | None = None
     try:
@@ -165,7 +178,7 @@ def run_one(rt: Runtime, name: str, m: ModelInfo, ctx: int, kv: str, fa: str, fi
         )
     b: MemoryBreakdown = read_memory_log(log)
     host = b.host
-    at_fill = plan_memory(m, cfg, tokens_in_cache=evaluated)
+    at_fill = plan_memory(m, cfg, tokens_in_cache=evaluated, cpu_flags=FLAGS)
     errors = {
         "model": pct(plan.model_mib, host.model_mib if host else None),
         "repack": pct(plan.repack_mib, host.repack_mib if host else None),
@@ -174,7 +187,7 @@ def run_one(rt: Runtime, name: str, m: ModelInfo, ctx: int, kv: str, fa: str, fi
         "RSS@fill": pct(at_fill.host_total_mib, srv.peak_rss_mib),
         "RSS/total": pct(plan.host_total_mib, srv.peak_rss_mib),
     }
-    fit_plan = plan_memory(m, cfg, n_outputs=plan.n_ubatch)  # what fit-params reserves
+    fit_plan = plan_memory(m, cfg, n_outputs=plan.n_ubatch, cpu_flags=FLAGS)  # what fit-params reserves
     note = ""
     if fitp_compute is not None:
         note = f"fit-params compute {fitp_compute:.0f} vs plan(n_out=ub) {fit_plan.compute_mib:.1f}"
@@ -187,14 +200,14 @@ def fmt(v: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="gemma,tiny,mid")
-    ap.add_argument("--ctx", default="2048,8192,32768")
+    ap.add_argument("--models", default="gemma," + ",".join(ZOO))
+    ap.add_argument("--ctx", default="4096,16384")
     ap.add_argument("--kv", default="f16,q8_0,q4_0")
     ap.add_argument("--fa", default="on,off")
-    ap.add_argument("--fill", default="2048", help="prompt tokens per run, or 'full' (ctx - 16)")
+    ap.add_argument("--fill", default="0.9", help="prompt tokens per run, a fraction of ctx, or 'full'")
     args = ap.parse_args()
-    if args.fill != "full" and not args.fill.isdigit():
-        raise SystemExit("--fill: a token count or 'full'")
+    if args.fill != "full" and not args.fill.replace(".", "", 1).isdigit():
+        raise SystemExit("--fill: a token count, a fraction of the context or 'full'")
 
     rt = ensure_runtime(load_config())
     tmp = Path(tempfile.mkdtemp(prefix="edgebench-planner-"))
@@ -216,6 +229,16 @@ def main() -> None:
                     rss = f"{row.rss:8.1f}" if row.rss else f"{'-':>8}"
                     fill_s = f"{row.fill:6d}" if row.fill else f"{'-':>6}"
                     print(f"{name:6} {ctx:6d} {kv:5} {fa:3} {errs} {rss} {fill_s}  {row.fitp}  {row.note}")
+
+    print("\nmax |error| per model (%, over its runs):")
+    print(f"  {'model':16} " + " ".join(f"{c:>9}" for c in cols) + "  runs")
+    for name in ms:
+        mine = [r for r in rows if r.model == name and r.errors]
+        worst = []
+        for c in cols:
+            vals = [abs(v) for r in mine if (v := r.errors.get(c)) is not None]
+            worst.append(f"{max(vals):8.2f}{'!' if max(vals) > GOALS[c] else ' '}" if vals else f"{'-':>9}")
+        print(f"  {name:16} " + " ".join(worst) + f"  {len(mine)}")
 
     print("\nmax |error| per bucket:")
     for c in cols:
