@@ -508,7 +508,7 @@ def test_routing_file_validates_and_round_trips(tmp_path: Path) -> None:
         (("do_not_use", 0, "causes", 0, "rule"), "vibes"),
         (("routes", 0, "primary", "score"), "high"),
         (("budgets", "tool_call_floor"), 1.5),
-        (("schema_version",), 2),
+        (("schema_version",), 1),  # a version-1 file is not this format
     ],
 )
 def test_broken_routing_file_does_not_validate(path: tuple[str | int, ...], value: object) -> None:
@@ -523,3 +523,50 @@ def test_broken_routing_file_does_not_validate(path: tuple[str | int, ...], valu
         node[path[-1]] = value
     errors = validate_routing(doc)
     assert errors, f"{path} = {value!r} should break the schema"
+
+
+def test_no_model_qualifies_names_the_closest_and_what_it_misses(tmp_path: Path) -> None:
+    _, routing = _decide(seed_like(), latency_s=1.0)  # nobody answers within 1 s
+    routes = {r.use_case: r for r in routing.routes}
+    tool = routes["tool_calling"]
+    assert tool.primary is None and tool.closest is not None
+    # npu-1.7b misses only the latency budget (tool_call 1.00 ≥ floor): the fewest misses
+    assert tool.closest.model == "npu-1.7b" and tool.closest.misses == ["latency 4.0 s > 1 s budget"]
+    assert "closest: npu-1.7b, misses latency 4.0 s > 1 s budget" in tool.why
+    _, strict = _decide(seed_like(), latency_s=1.0, tool_call_floor=1.0)
+    bg = {r.use_case: r for r in strict.routes}["background"]
+    assert bg.closest is not None and bg.closest.model == "npu-1.7b"  # tool_call 1.00 meets a 1.0 floor
+    worse = [c for c in (bg.closest.misses,) if any("tool-call floor" in m for m in c)]
+    assert not worse
+    for r in routing.routes:
+        assert (r.closest is None) == (r.primary is not None)
+    doc = json.loads(write_routing(routing, tmp_path)[0].read_text())
+    assert validate_routing(doc) == []
+    assert doc["schema_version"] == 2
+
+
+def test_routing_file_carries_serving_specs(tmp_path: Path) -> None:
+    from edgebench.measure.serving import ServingSpec
+    from edgebench.runtime.flags import RuntimeConfig
+
+    ev = seed_like()
+    spec = ServingSpec(
+        model="q2b",
+        model_path="/models/q2b.gguf",
+        model_sha256="a" * 64,
+        chat_template=True,
+        runtime=RuntimeConfig(threads=4, threads_batch=6, ubatch=256, ctx=16384, cache_type_k="q8_0"),
+        ctx_source="context probe",
+        sources=["decode winner"],
+        tg_ts=12.0,
+        host_fingerprint="host-fp",
+    )
+    b = BudgetConfig()
+    routing = route(ev, b, ram_total_mib=RAM_MIB, serving={"q2b": spec, "gone": spec})
+    assert set(routing.serving) == {"q2b"}  # only models in the evidence
+    doc = json.loads(write_routing(routing, tmp_path)[0].read_text())
+    assert validate_routing(doc) == []
+    rt = RuntimeConfig.model_validate(doc["serving"]["q2b"]["runtime"])
+    assert (rt.threads, rt.threads_batch, rt.ubatch, rt.ctx, rt.cache_type_k) == (4, 6, 256, 16384, "q8_0")
+    doc["serving"]["q2b"]["runtime"]["threads"] = 0
+    assert validate_routing(doc) != []

@@ -40,6 +40,7 @@ from edgebench.decide.routing import (
     Budgets,
     Cause,
     Choice,
+    Closest,
     DoNotUse,
     Flag,
     MapLine,
@@ -49,6 +50,7 @@ from edgebench.decide.routing import (
     Settle,
     UseCase,
 )
+from edgebench.measure.serving import ServingSpec
 from edgebench.quality.records import FailureClass
 from edgebench.quality.score import CategoryScore
 
@@ -251,6 +253,53 @@ def _choice(c: _Scored) -> Choice:
         score_high=c[3],
         latency_s=x.m.latency_s,
     )
+
+
+def _misses(
+    x: _Model, uc: UseCase, b: Budgets, rk: dict[str, tuple[float, float, float]], causes: list[Cause]
+) -> tuple[list[str], _Scored | None]:
+    """What keeps `x` from qualifying for `uc`, each with its numbers."""
+    limit = getattr(b, uc.budget) if uc.budget else None
+    out = [f"do not use: {c.rule} ({c.detail})" for c in causes]
+    if x.fits is False:
+        out.append(f"does not fit: {x.ram_text(b)}")
+    s = _scored(x, uc, rk)
+    if s is None:
+        out.append(f"{uc.category or uc.metric} not measured")
+    if x.m.latency_s is None:
+        out.append("latency not measured")
+    elif limit is not None and x.m.latency_s > limit:
+        out.append(f"latency {x.m.latency_s:.1f} s > {limit:.0f} s budget")
+    if uc.needs_tools:
+        tool = x.cat("tool_call")
+        if tool is None:
+            out.append("tool_call not measured")
+        elif tool.mean < b.tool_call_floor:
+            out.append(f"below the tool-call floor: {tool.mean:.2f} < {b.tool_call_floor:.2f}")
+    return out, s
+
+
+def _closest(
+    uc: UseCase,
+    xs: list[_Model],
+    b: Budgets,
+    rk: dict[str, tuple[float, float, float]],
+    causes: dict[str, list[Cause]],
+) -> Closest | None:
+    """The candidate that misses the fewest conditions, then the best score on the metric, then
+    the lowest latency."""
+    best: tuple[tuple[int, float, float], Closest] | None = None
+    for x in xs:
+        misses, s = _misses(x, uc, b, rk, causes.get(x.name, []))
+        if not misses:
+            continue
+        value = None if s is None else s[1]
+        order = float("inf") if value is None else (value if uc.metric == "latency" else -value)
+        lat = x.m.latency_s if x.m.latency_s is not None else float("inf")
+        key = (len(misses), order, lat)  # then the nearer to the latency budget
+        if best is None or key < best[0]:
+            best = (key, Closest(model=x.name, backend=x.e.backend, score=value, misses=misses))
+    return best[1] if best else None
 
 
 def _route(uc: UseCase, pool: list[_Model], b: Budgets, rk: dict[str, tuple[float, float, float]]) -> Route:
@@ -464,13 +513,16 @@ def route(
     *,
     ram_total_mib: int | None = None,
     ranking: Ranking | None = None,
+    serving: dict[str, ServingSpec] | None = None,
 ) -> Routing:
     """The model map, bigger-and-not-better flags, routing table and do-not-use list.
 
     `ram_total_mib` is the host's RAM (HostInfo.ram_total_mib); without it "fits" is not judged.
-    `ranking` is `rank(evidence, budgets)`, computed here when not given.
+    `ranking` is `rank(evidence, budgets)`, computed here when not given; `serving` carries each
+    managed model's serving spec into the routing file.
     """
     rk_all = ranking or rank(evidence, budgets)
+    serving = serving or {}
     b = Budgets(
         latency_s=budgets.latency_s,
         quality_latency_s=budgets.quality_latency_s,
@@ -517,9 +569,28 @@ def route(
         budgets=b,
         model_map=model_map,
         bigger_not_better=flags,
-        routes=[_route(uc, pool, b, comp) for uc in USE_CASES],
+        routes=[_with_closest(_route(uc, pool, b, comp), uc, in_suite, b, comp, causes) for uc in USE_CASES],
         do_not_use=do_not_use,
         not_measured=_not_measured(evidence),
+        serving={n: s for n, s in serving.items() if n in {x.name for x in xs}},
+    )
+
+
+def _with_closest(
+    r: Route,
+    uc: UseCase,
+    xs: list[_Model],
+    b: Budgets,
+    rk: dict[str, tuple[float, float, float]],
+    causes: dict[str, list[Cause]],
+) -> Route:
+    if r.primary is not None:
+        return r
+    c = _closest(uc, xs, b, rk, causes)
+    if c is None:
+        return r
+    return r.model_copy(
+        update={"closest": c, "why": f"{r.why}; closest: {c.model}, misses {'; '.join(c.misses)}"}
     )
 
 

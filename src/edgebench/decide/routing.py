@@ -9,12 +9,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.measure.serving import ServingSpec
+
 __all__ = [
     "SCHEMA_VERSION",
     "USE_CASES",
     "Budgets",
     "Cause",
     "Choice",
+    "Closest",
     "DoNotUse",
     "Flag",
     "MapLine",
@@ -25,7 +28,7 @@ __all__ = [
     "UseCase",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: serving specs per model, closest candidate per unfilled use case
 
 Role = Literal["fastest", "default", "quality", "not_practical"]
 CauseRule = Literal[
@@ -84,6 +87,18 @@ class Choice(BaseModel):
     latency_s: float
 
 
+class Closest(BaseModel):
+    """When no model qualifies: the nearest one and exactly what it misses, so a person on weak
+    hardware (and the gateway, labelled) can still use it knowingly."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    backend: str
+    score: float | None  # the use case's metric, when measured
+    misses: list[str]  # "tool_call 0.12 < floor 0.50", "latency 14.2 s > 10 s budget", …
+
+
 class Route(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -92,6 +107,7 @@ class Route(BaseModel):
     primary: Choice | None
     backup: Choice | None
     why: str
+    closest: Closest | None = None  # only when no model qualifies
 
 
 class Cause(BaseModel):
@@ -125,6 +141,8 @@ class Routing(BaseModel):
     routes: list[Route]
     do_not_use: list[DoNotUse]
     not_measured: list[NotMeasured]
+    # How to start each managed model (measure.serving): the gateway serves the file alone.
+    serving: dict[str, ServingSpec] = {}
 
 
 class UseCase(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from edgebench import __version__
 from edgebench.decide.evidence import ModelEvidence
 from edgebench.decide.rank import Ranking
-from edgebench.decide.routing import Choice, Routing
+from edgebench.decide.routing import Choice, Closest, Routing
 from edgebench.measure.throughput import ThroughputResult
 
 __all__ = ["SECTION_IDS", "Section", "Table", "build_sections", "render_report"]
@@ -338,6 +338,10 @@ def _choice_text(c: Choice | None) -> str:
     return "none" if c is None else f"{c.model} ({c.backend})"
 
 
+def _closest_text(c: Closest | None) -> str:
+    return "—" if c is None else f"{c.model} ({c.backend}), misses: {'; '.join(c.misses)}"
+
+
 def _routing(routing: Routing) -> Section:
     title = "Routing table"
     b = routing.budgets
@@ -347,10 +351,17 @@ def _routing(routing: Routing) -> Section:
         f"{routing.suite or 'none'}."
     )
     rows = [
-        [r.use_case.replace("_", " "), _choice_text(r.primary), _choice_text(r.backup), r.why]
+        [
+            r.use_case.replace("_", " "),
+            _choice_text(r.primary),
+            _choice_text(r.backup),
+            _closest_text(r.closest),
+            r.why,
+        ]
         for r in routing.routes
     ]
-    tables = [Table(headers=["use case", "primary", "backup", "why (measured)"], rows=rows)]
+    headers = ["use case", "primary", "backup", "closest, if none qualifies", "why (measured)"]
+    tables = [Table(headers=headers, rows=rows)]
     dnu = [[d.model, c.rule.replace("_", " "), c.detail] for d in routing.do_not_use for c in d.causes]
     tables.append(
         Table(
