@@ -156,3 +156,18 @@ def test_test_names_follow_llama_bench() -> None:
 def test_quantize_argv() -> None:
     assert quantize_argv("q", "in.gguf", "out.gguf", "Q4_0") == ["q", "in.gguf", "out.gguf", "Q4_0"]
     assert quantize_argv("q", "a", "b", "Q8_0", allow_requantize=True)[1] == "--allow-requantize"
+
+
+def test_planner_options_are_typed_fields_with_stable_keys() -> None:
+    # Options that change buffer sizes are typed (the planner reads fields, not argv strings);
+    # configs that spelled them in `extra` still mean the same, and default configs keep the key
+    # every stored row was measured under.
+    old = RuntimeConfig(extra=("-kvu", "--swa-full", "-nr", "--ctx-checkpoints", "4", "--foo"))
+    assert (old.kv_unified, old.swa_full, old.repack, old.ctx_checkpoints) == (True, True, False, 4)
+    assert old.extra == ("--foo",)
+    argv = server_argv("llama-server", "m.gguf", old)
+    assert argv[-6:] == ["-kvu", "--swa-full", "-nr", "--ctx-checkpoints", "4", "--foo"]
+    assert "kv_unified" not in RuntimeConfig().model_dump()  # at its default: out of the hashed dump
+    assert RuntimeConfig().key() == RuntimeConfig(extra=()).key()
+    assert RuntimeConfig(kv_unified=False).key() != RuntimeConfig().key()
+    assert RuntimeConfig.model_validate(old.model_dump(mode="json")) == old

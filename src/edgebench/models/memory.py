@@ -500,19 +500,6 @@ def _resolve_ctx(model: ModelInfo, ctx: int) -> tuple[int, list[str]]:
     return ctx, []
 
 
-def _has_flag(cfg: RuntimeConfig, *names: str) -> bool:
-    return any(a in names for a in cfg.extra)
-
-
-def _flag_int(cfg: RuntimeConfig, *names: str) -> int | None:
-    """The integer after the last of `names` in cfg.extra, if any."""
-    out = None
-    for a, b in zip(cfg.extra, cfg.extra[1:], strict=False):
-        if a in names and b.lstrip("-").isdigit():
-            out = int(b)
-    return out
-
-
 def _n_layer_kv_from_start(model: ModelInfo) -> int | None:
     """hparams.n_layer_kv_from_start: layers from there on have no KV cache of their own and read an
     earlier layer's (the `reuse` callback in llama_model::create_memory). gemma4 reads
@@ -590,7 +577,7 @@ def plan_memory(
         notes.append("per-layer KV types: mainline llama.cpp applies one type to all layers (forks only)")
 
     # llama_context ctor: padding, streams, batch sizes
-    unified = _has_flag(cfg, "-kvu", "--kv-unified") and not _has_flag(cfg, "-no-kvu", "--no-kv-unified")
+    unified = bool(cfg.kv_unified)
     n_ctx = _pad(ctx)
     if unified:
         n_ctx_seq = n_ctx
@@ -623,7 +610,7 @@ def plan_memory(
     ]
     swa_flags = model.swa_layers if model.swa_window else []
     any_swa = any(swa_flags[il] for il in kv_layer_ids if il < len(swa_flags))
-    swa_full = _has_flag(cfg, "--swa-full")
+    swa_full = cfg.swa_full
     swa_cells: int | None = None
     if any_swa and model.swa_window:
         window_cells = model.swa_window * (n_seq if unified else 1) + n_ubatch
@@ -666,7 +653,7 @@ def plan_memory(
             rs_bytes = row * 4 * max(1, n_seq) * len(recurrent)
 
     # weights
-    no_repack = _has_flag(cfg, "-nr", "--no-repack")
+    no_repack = not cfg.repack
     features = frozenset() if no_repack else cpu_features(host_key, cpu_flags)
     model_w, repack_w, exact = _weights(model, features, cfg.mmap)
     if not exact:
@@ -757,8 +744,7 @@ def plan_memory(
         if lk.swa
     )
     ckpt_bytes = (ckpt_cells * (swa_row + 12) if kv_swa_bytes else 0) + rs_bytes // n_seq
-    n_ckpt_max = _flag_int(cfg, "--ctx-checkpoints", "-ctxcp")
-    n_ckpt_max = 32 if n_ckpt_max is None else n_ckpt_max  # common_params::n_ctx_checkpoints
+    n_ckpt_max = 32 if cfg.ctx_checkpoints is None else cfg.ctx_checkpoints  # common_params default
     makes_ckpt = bool(ckpt_bytes) and n_ckpt_max > 0
     n_ckpt = (min(2, n_ckpt_max) if makes_ckpt else 0) if checkpoints is None else checkpoints
     if makes_ckpt and n_ckpt_max > n_ckpt:

@@ -14,6 +14,7 @@ from edgebench.models.default import DEFAULT_MODEL_NAME
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import add_model
 from edgebench.runtime import proc
+from edgebench.runtime.flags import quantize_argv
 from edgebench.runtime.locate import Runtime
 from edgebench.store import Store
 
@@ -32,7 +33,9 @@ def requantized_variants(
         if not dest.is_file():
             tmp = dest.with_suffix(".partial")
             res = proc.run(
-                [runtime.binary("llama-quantize"), "--allow-requantize", base.path, str(tmp), qtype],
+                quantize_argv(
+                    runtime.binary("llama-quantize"), base.path, str(tmp), qtype, allow_requantize=True
+                ),
                 timeout_s=1800,
             )
             if not res.ok:

@@ -11,9 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "KV_TYPES",
@@ -33,6 +41,14 @@ __all__ = [
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 FlashAttn = Literal["on", "off", "auto"]
 Affinity = Literal["taskset", "mask"]
+
+
+_LATER_DEFAULTS: dict[str, Any] = {
+    "kv_unified": None,
+    "swa_full": False,
+    "repack": True,
+    "ctx_checkpoints": None,
+}
 
 
 class RuntimeConfig(BaseModel):
@@ -56,7 +72,49 @@ class RuntimeConfig(BaseModel):
     jinja: bool = True
     reasoning_budget: int | None = Field(default=None, ge=-1)
     parallel: int = Field(default=1, ge=1, le=256)
+    # Options the memory planner must know about (they change buffer sizes), typed, not in `extra`:
+    kv_unified: bool | None = None  # -kvu / -no-kvu; None: llama.cpp's default
+    swa_full: bool = False  # --swa-full: the SWA cache at full context instead of the window
+    repack: bool = True  # False: -nr (no CPU weight repacking)
+    ctx_checkpoints: int | None = Field(default=None, ge=0)  # --ctx-checkpoints; None: default (32)
     extra: tuple[str, ...] = ()  # passed through verbatim, for options we do not model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_from_extra(cls, data: Any) -> Any:
+        """Older configs spelled the planner-relevant options in `extra`: move them to their fields."""
+        if not isinstance(data, dict) or not data.get("extra"):
+            return data
+        extra, out, data = list(data["extra"]), [], dict(data)
+        i = 0
+        while i < len(extra):
+            a = extra[i]
+            if a in ("-kvu", "--kv-unified"):
+                data["kv_unified"] = True
+            elif a in ("-no-kvu", "--no-kv-unified"):
+                data["kv_unified"] = False
+            elif a == "--swa-full":
+                data["swa_full"] = True
+            elif a in ("-nr", "--no-repack"):
+                data["repack"] = False
+            elif a in ("--ctx-checkpoints", "-ctxcp") and i + 1 < len(extra):
+                data["ctx_checkpoints"] = extra[i + 1]
+                i += 1
+            else:
+                out.append(a)
+            i += 1
+        data["extra"] = tuple(out)
+        return data
+
+    @model_serializer(mode="wrap")
+    def _stable(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Result keys hash this dump: the typed options added later are left out at their
+        # defaults, so every row measured before they existed keeps its key.
+        d: dict[str, Any] = handler(self)
+        for k, default in _LATER_DEFAULTS.items():
+            if k in d and d[k] == default:
+                del d[k]
+        return d
 
     @field_validator("cache_type_k", "cache_type_v")
     @classmethod
@@ -297,9 +355,24 @@ def server_argv(
     argv.append("--jinja" if cfg.jinja else "--no-jinja")
     if cfg.reasoning_budget is not None and d.server_reasoning_budget:
         argv += ["--reasoning-budget", str(cfg.reasoning_budget)]
+    argv += _planner_flags(cfg)
     if verbose:
         argv += ["-lv", "4"] if d.server_log_verbosity else ["--verbose"]
     return argv + list(cfg.extra)
+
+
+def _planner_flags(cfg: RuntimeConfig) -> list[str]:
+    """The typed options that change buffer sizes, as llama-server spells them."""
+    out: list[str] = []
+    if cfg.kv_unified is not None:
+        out.append("-kvu" if cfg.kv_unified else "-no-kvu")
+    if cfg.swa_full:
+        out.append("--swa-full")
+    if not cfg.repack:
+        out.append("-nr")
+    if cfg.ctx_checkpoints is not None:
+        out += ["--ctx-checkpoints", str(cfg.ctx_checkpoints)]
+    return out
 
 
 def _load_mode(cfg: RuntimeConfig) -> str:
@@ -317,7 +390,8 @@ def fit_params_argv(binary: str, model: str, cfg: RuntimeConfig) -> list[str]:
     argv += ["-ub", str(cfg.ubatch), *_common_kv(cfg), "-fa", cfg.flash_attn, "-np", str(cfg.parallel)]
     if not cfg.mmap:
         argv.append("--no-mmap")
-    return [*argv, "-fitp", "on"]
+    sizes = _planner_flags(cfg.model_copy(update={"ctx_checkpoints": None}))  # server-only option
+    return [*argv, *sizes, "-fitp", "on"]
 
 
 def quantize_argv(
