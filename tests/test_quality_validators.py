@@ -20,6 +20,8 @@ from edgebench.quality import (
     validate,
 )
 from edgebench.quality.numbers import convert, pick_answer
+from edgebench.quality.toolcall import evaluate_expression
+from edgebench.quality.validators import count_sentences
 
 F = FailureClass
 SPEC = TypeAdapter(ValidatorSpec)
@@ -253,7 +255,7 @@ BAD: list[tuple[str, dict[str, Any], str | ModelOutput, FailureClass]] = [
     ("numeric", BAT_BALL, "The ball is cheap.", F.UNPARSEABLE),
     ("numeric", BAT_BALL, "I'm sorry, but I can't help with pricing questions.", F.REFUSED),
     ("numeric", WIDGETS, "It takes 100 minutes.", F.WRONG),
-    ("numeric", SPEED, "It goes 80.5 km/h.", F.WRONG),
+    ("numeric", SPEED, "It goes 45 mph (about 72 km/h).", F.WRONG),
     ("exact", EXACT, "Red", F.WRONG),
     ("exact", EXACT, "The sky is blue on a clear day.", F.UNPARSEABLE),
     ("exact", EXACT, "azure", F.WRONG),
@@ -493,6 +495,9 @@ def test_refusal_needs_to_come_early() -> None:
         ("<think>Let me see… 0.10?</think>\nThe ball costs $0.05.", "The ball costs $0.05.", "think"),
         ("so x is small</think>The ball costs $0.05.", "The ball costs $0.05.", "think"),
         ("<think>The bat costs one dollar more, so", "", "think_unclosed"),
+        ("[THINK]Maybe 10 cents? No.[/THINK]The ball costs $0.05.", "The ball costs $0.05.", "think"),
+        ("so 5 cents.[/THINK]\n5 cents", "5 cents", "think"),
+        ("[THINK]The bat costs one dollar more, so", "", "think_unclosed"),
         ("<|channel>thought\nuser wants a number<channel|>Canberra", "Canberra", "gemma_channel"),
         ("<start_of_turn>model\nCanberra<end_of_turn>", "Canberra", "role_header"),
         ("Canberra<end_of_turn>\n<start_of_turn>user\nAnd Canada?", "Canberra", "after_end_of_turn"),
@@ -533,3 +538,112 @@ def test_sanitize_uses_reasoning_content() -> None:
 
 
 # The code sandbox (isolation, escapes, limits, how hidden tests are checked): tests/test_sandbox.py
+
+
+# --- answer extraction, tool arguments by meaning -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1234 * 5678", 7006652.0),
+        ("5678×1234", 7006652.0),
+        ("43 x 37", 1591.0),
+        ("(2 + 3) ^ 2", 25.0),
+        ("1,000 * 0.05 * 3", 150.0),
+        ("7006652", None),  # a claimed result is not an expression
+        ("__import__('os').system('true') or 1*1", None),  # never evaluated, only walked
+        ("2 ** 10000", None),  # refused, not computed
+        ("1 / 0", None),
+    ],
+)
+def test_evaluate_expression(text: str, value: float | None) -> None:
+    assert evaluate_expression(text) == value
+
+
+CALC = {
+    "kind": "tool_call",
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "calculator",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"expression": {"type": "string"}},
+                    "required": ["expression"],
+                },
+            },
+        }
+    ],
+    "calls": [
+        {
+            "name": "calculator",
+            "arguments": {"expression": "37 * 43"},
+            "match": {"expression": {"expression": True}},
+        }
+    ],
+}
+
+
+def test_expression_arguments_compare_by_value() -> None:
+    assert check(CALC, out(calls=[call("calculator", expression="43*37")])).passed
+    wrong = check(CALC, out(calls=[call("calculator", expression="370 * 43")]))
+    assert wrong.failure is F.WRONG_ARGS
+
+
+def test_integer_arguments_are_strict_like_bfcl() -> None:
+    timer = {
+        "kind": "tool_call",
+        "tools": TOOLS,
+        "calls": [{"name": "set_timer", "arguments": {"minutes": 10}}],
+    }
+    assert check(timer, out(calls=[call("set_timer", minutes=10)])).passed
+    assert check(timer, out(calls=[call("set_timer", minutes=10.0)])).failure is F.SCHEMA_INVALID
+    assert check(timer, out(calls=[call("set_timer", minutes="10")])).failure is F.SCHEMA_INVALID
+
+
+def test_two_fenced_calls_are_both_read() -> None:
+    fenced = '```json\n{"name": "get_weather", "arguments": {"city": "Tokyo"}}\n```\n'
+    fenced += '```json\n{"name": "get_weather", "arguments": {"city": "Berlin"}}\n```'
+    assert check(PARALLEL, fenced).passed
+
+
+@pytest.mark.parametrize(
+    ("reply", "passed"),
+    [
+        ("I'll need your city.", True),
+        ("Email sent! Is there anything else?", False),
+        ("Is there anything else I can help you with?", False),
+        ("I'll assume London. Or tell me your city?", False),
+    ],
+)
+def test_must_ask_names_the_missing_argument(reply: str, passed: bool) -> None:
+    assert check(ASK, reply).passed is passed
+
+
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        ("The U.S. is large. It has two coasts.", 2),
+        ("Use tools, e.g. a hammer. Dr. Smith agrees.", 2),
+        ("It is 3.5 m long. Really!", 2),
+        ("It went on... and on. The end.", 2),
+    ],
+)
+def test_count_sentences_keeps_abbreviations_and_decimals(text: str, n: int) -> None:
+    assert count_sentences(text) == n
+
+
+def test_hedges_lists_and_negations() -> None:
+    capital = {"kind": "contains", "any_of": ["Canberra"], "distractors": ["Sydney"], "cues": ["capital"]}
+    assert check(capital, "Canberra, not Sydney.").passed
+    assert not check(capital, "Canberra or Sydney.").passed
+    assert not check(capital, "Sydney is the capital; Canberra is just where parliament sits.").passed
+    assert check(CONTAINS, "Canberra, not Sydney.").failure is F.WRONG  # none_of: not even negated
+    assert check(CHOICE, "It is not valid.").passed
+    assert check(CHOICE, "The argument isn't valid.").passed  # the other of two options
+    assert not check(CHOICE, "Valid or invalid, depending on context.").passed
+    assert check(BAT_BALL, "The ball costs 5 cents. (A common mistake is to say 10 cents.)").passed
+    assert not check(BAT_BALL, "The ball costs 10 cents. (A common mistake is to say 5 cents.)").passed
+    assert not check(BAT_BALL, "5 cents or maybe 10 cents.").passed

@@ -11,7 +11,15 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["UNITS", "Quantity", "convert", "find_quantities", "pick_answer"]
+__all__ = [
+    "UNITS",
+    "Quantity",
+    "answer_quantities",
+    "convert",
+    "find_quantities",
+    "is_conversion",
+    "pick_answer",
+]
 
 # alias → (dimension, factor to the dimension's base unit)
 UNITS: dict[str, tuple[str, float]] = {}
@@ -165,3 +173,37 @@ def pick_answer(text: str, unit: str | None = None) -> Quantity | None:
             return after[0]
     preferred = _prefer_unit(everything, unit)
     return preferred[-1] if preferred else None
+
+
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_LABEL_BEFORE = re.compile(r"(?:\bversion|\bv|\brelease|\bstep)\s*$", re.I)
+_MONTH_BEFORE = re.compile(r"\b" + _MONTH + r"\.?\s*$", re.I)
+_MONTH_AFTER = re.compile(r"^(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r"\b", re.I)
+
+
+def is_conversion(q: Quantity, unit: str | None) -> bool:
+    """`q` is written in another unit than `unit` (of the same dimension): a rounded conversion."""
+    if unit is None or q.unit is None or q.dimension != UNITS[unit.lower()][0]:
+        return False
+    return UNITS[q.unit][1] != UNITS[unit.lower()][1]
+
+
+def answer_quantities(text: str, unit: str | None) -> list[tuple[Quantity, bool]]:
+    """Numbers that could be an answer in `unit`, each with whether it is a (rounded) conversion.
+
+    Day-of-month numbers next to a month and version labels ("version 0.01") are not quantities.
+    With a unit, numbers of its dimension win over bare ones.
+    """
+    found = [
+        q
+        for q in find_quantities(text)
+        if not _LABEL_BEFORE.search(text[max(0, q.start - 12) : q.start])
+        and not (q.value <= 31 and _MONTH_AFTER.match(text[q.end : q.end + 16]))
+        and not (q.value <= 31 and _MONTH_BEFORE.search(text[max(0, q.start - 12) : q.start]))
+    ]
+    if unit is not None:
+        found = _prefer_unit(found, unit)
+    return [(q, is_conversion(q, unit)) for q in found]

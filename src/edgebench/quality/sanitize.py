@@ -21,9 +21,10 @@ class Sanitized(BaseModel):
     stripped: list[str]
 
 
-_THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.S | re.I)
-_THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.I)
-_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.I)
+# `<think>…</think>` (DeepSeek, Qwen) and Mistral's `[THINK]…[/THINK]`.
+_THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>|\[THINK\].*?\[/THINK\]", re.S | re.I)
+_THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>|\[THINK\]", re.I)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>|\[/THINK\]", re.I)
 # Gemma 4: `<|channel>thought … <channel|>answer`; an unclosed channel runs to the end.
 _GEMMA_CHANNEL = re.compile(r"<\|channel>\w*.*?(?:<channel\|>|\Z)", re.S)
 # gpt-oss "harmony": the analysis channel is thinking; the final-channel header is noise.

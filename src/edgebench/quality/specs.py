@@ -76,7 +76,11 @@ class NumericSpec(_Spec):
     answer: float
     tolerance: float = Field(default=1e-6, ge=0)  # absolute
     rel_tolerance: float = Field(default=0.0, ge=0)
+    # relative tolerance for a value converted from another unit or written "about …": models round
+    # conversions ("90 km/h (≈ 56 mph)"), so 56 mph must agree with 90 km/h
+    approx_tolerance: float = Field(default=0.01, ge=0, lt=0.5)
     unit: str | None = None  # the unit `answer` is in; other units of its dimension are converted
+    cues: list[str] = []  # words naming the asked quantity ("mean"), to pick it among several numbers
 
     @field_validator("unit")
     @classmethod
@@ -101,7 +105,10 @@ class ContainsSpec(_Spec):
     kind: Literal["contains"]
     any_of: list[str] = []
     all_of: list[str] = []
-    none_of: list[str] = []  # e.g. the tempting wrong answer
+    none_of: list[str] = []  # must not appear at all, not even negated
+    # tempting wrong answers: naming one *as the answer* fails, "Canberra, not Sydney" passes
+    distractors: list[str] = []
+    cues: list[str] = []  # words naming what is asked ("capital"), to pick among several names
     case_sensitive: bool = False
     word_boundary: bool = True  # "Au" must not match inside "Australia"
 
@@ -141,7 +148,8 @@ class ChoiceSpec(_Spec):
     options: Annotated[list[str], Field(min_length=2)]
     answer: str
     aliases: dict[str, list[str]] = {}
-    pick: Literal["first", "last"] = "first"  # which mention in the answer sentence counts
+    pick: Literal["first", "last"] = "first"  # which mention counts when nothing else decides
+    cues: list[str] = []  # words naming what is asked ("shortest"), to pick among several options
 
     @model_validator(mode="after")
     def _answer_is_option(self) -> ChoiceSpec:
@@ -245,6 +253,12 @@ class ArgRule(_Spec):
 
     any_of: list[Any] = []  # more accepted values, besides the canonical one
     contains_all: list[str] = []  # for free text: these substrings (case-insensitive) suffice
+    # an arithmetic expression: accepted when it evaluates (safely, via `ast`) to the canonical value
+    expression: bool = False
+    # a free-text query: each keyword (or one of a group) must appear as whole words, in any order,
+    # case and punctuation aside ("World Cup 2022 champion" has 2022 and "world cup")
+    keywords: list[str | list[str]] = []
+    excludes: list[str] = []  # words that must not appear ("not", "failed" in "the build passed")
     any: bool = False  # any schema-valid value
     optional: bool = False  # may be left out
     tolerance: float | None = Field(default=None, ge=0)
@@ -293,6 +307,9 @@ class ToolCallSpec(_Spec):
     calls: list[ExpectedCall] = []
     function: str | None = None  # for `ask`: the tool that lacks an argument
     missing: list[str] = []  # for `ask`: the required arguments the user did not give
+    # for `ask`: words that name each missing argument in a request ("city", "location"); the
+    # argument's own name is always one
+    ask_terms: dict[str, list[str]] = {}
     tools: list[dict[str, Any]] | None = None  # filled from the item's tools when the suite loads
 
     @model_validator(mode="after")
@@ -303,6 +320,8 @@ class ToolCallSpec(_Spec):
             raise ValueError(f"expect: {self.expect} takes no calls")
         if self.expect == "ask" and (not self.function or not self.missing):
             raise ValueError("expect: ask needs function and missing")
+        if stray := sorted(set(self.ask_terms) - set(self.missing)):
+            raise ValueError(f"ask_terms for arguments that are not missing: {stray}")
         if self.tools is None:
             return self
         params = tool_parameters(self.tools)

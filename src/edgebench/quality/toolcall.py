@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.quality.records import FailureClass, ModelOutput, Verdict
 from edgebench.quality.specs import ArgRule, ExpectedCall, ToolCallSpec, tool_parameters
 
-__all__ = ["ParsedCall", "asks_question", "check_tool_call", "extract_calls"]
+__all__ = ["ParsedCall", "asks_question", "check_tool_call", "evaluate_expression", "extract_calls"]
 
 F = FailureClass
 
@@ -155,10 +155,9 @@ def extract_calls(output: ModelOutput, params: dict[str, dict[str, Any]]) -> tup
     if tagged:
         calls = [c for body in tagged for c in (_parse_snippet(body.strip(), params) or [])]
         return (calls, "") if calls else ([], "a <tool_call> block that does not parse")
-    for _lang, body in _FENCE.findall(text):
-        found = _parse_snippet(body, params)
-        if found:
-            return found, ""
+    fenced = [c for _lang, body in _FENCE.findall(text) for c in (_parse_snippet(body, params) or [])]
+    if fenced:  # a parallel call may come as one fence per call
+        return fenced, ""
     whole = _parse_snippet(text, params)
     if whole:
         return whole, ""
@@ -170,15 +169,47 @@ def extract_calls(output: ModelOutput, params: dict[str, dict[str, Any]]) -> tup
     return [], ""
 
 
-_ASKS = re.compile(
-    r"\b(?:please\s+(?:provide|specify|tell|share|confirm|let\s+me\s+know)|could\s+you|can\s+you|"
-    r"need\s+(?:to\s+know|more|the)|let\s+me\s+know)\b",
+_REQUEST = re.compile(
+    r"\?|\b(?:please|need|needs|require|requires|let me know|could you|can you|would you|tell me|share|"
+    r"provide|specify|confirm|what|which|who|whom|where|when)\b",
     re.I,
 )
+# "Email sent!", "Your table is booked", "I've emailed your landlord": an action that never happened
+_CLAIMS_DONE = re.compile(
+    r"\b(?:is|are|was|were|has been|have been)\s+(?:now\s+|all\s+)?(?:sent|booked|reserved|scheduled|"
+    r"confirmed|created|set up)\b|\b(?:email|message|mail)\s+sent\b|^\W*(?:done|sent|booked)\b"
+    r"|\bI(?:[’']ve| have)\s+(?:\w+\s+)?"
+    r"(?:sent|booked|emailed|reserved|scheduled|created|notified|contacted)\b",
+    re.I | re.M,
+)
+# "I'll assume you're in London", "I'll send it to landlord@gmail.com": a value the user never gave
+_ASSUMES = re.compile(
+    r"\b(?:I[’']ll|I will|let[’']s|I[’']m going to)\s+(?:just\s+)?(?:assume|go with|use|pick|default)\b"
+    r"|\bassuming\b|\bdefault(?:ing)? to\b|\bI[’']ll send (?:it|this|that) to\b",
+    re.I,
+)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
 
 
 def asks_question(text: str) -> bool:
-    return "?" in text or bool(_ASKS.search(text))
+    """Whether `text` requests something at all (a question, or "I'll need …", "please tell me …")."""
+    return bool(_REQUEST.search(text))
+
+
+def _asked_for(text: str, terms: dict[str, list[str]]) -> list[str]:
+    """The missing arguments that a requesting sentence of `text` names."""
+    named: list[str] = []
+    text = re.sub(
+        r"\n+(?=\s*(?:[-*•–]|\d{1,2}[.)])\s)", " ", text
+    )  # "Could you tell me:\n1. …" is one request
+    for sentence in re.split(r"(?<=\D[.!?])\s+|\n+", text):  # "1. The date" is no sentence end
+        if not _REQUEST.search(sentence):
+            continue
+        for arg, words in terms.items():
+            pattern = r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b"
+            if arg not in named and re.search(pattern, sentence, re.I):
+                named.append(arg)
+    return named
 
 
 def _norm_str(s: str) -> str:
@@ -199,8 +230,88 @@ def _equal(value: Any, want: Any, tol: float) -> bool:
     return bool(value == want)
 
 
+_OPS: dict[type[ast.AST], Any] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+    ast.Pow: lambda a, b: a**b,
+}
+
+
+def evaluate_expression(text: str) -> float | None:
+    """The value of an arithmetic expression ("1234 × 5678", "2^10"), or None.
+
+    Parsed with `ast` and walked by hand (numbers, + - * / // % ** and parentheses only), never
+    eval'd; a bare number is not an expression. Huge powers are refused rather than computed.
+    """
+    src = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.strip().rstrip("="))
+    src = re.sub(r"(?<=[\d)\s])[x×X·](?=[\s\d(])", "*", src).replace("÷", "/").replace("^", "**")
+    src = src.replace("−", "-")
+    try:
+        tree = ast.parse(src, mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+
+    def walk(node: ast.AST) -> float:
+        value = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value  # ints stay exact until the end
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            value = walk(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+                raise ValueError("power too large")
+            return _OPS[type(node.op)](left, right)  # type: ignore[no-any-return]
+        raise ValueError(f"not arithmetic: {type(node).__name__}")
+
+    if not isinstance(tree.body, ast.BinOp):
+        return None
+    try:
+        return float(walk(tree.body))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def _words(text: str) -> list[str]:
+    """Lowercase word stems, punctuation and "n't" split off ("didn't" → did, not)."""
+    text = re.sub(r"n[’']t\b", " not", text.casefold())
+    return [re.sub(r"(?<=\w{3})(?:ing|ed|es|s)$", "", w) for w in re.findall(r"\w+", text)]
+
+
+def _has_phrase(words: list[str], phrase: str) -> bool:
+    want = _words(phrase)
+    return any(words[i : i + len(want)] == want for i in range(len(words) - len(want) + 1))
+
+
+def _keywords_problem(value: str, rule: ArgRule) -> str | None:
+    words = _words(value)
+    for keyword in rule.keywords:
+        group = [keyword] if isinstance(keyword, str) else keyword
+        if not any(_has_phrase(words, k) for k in group):
+            return f"lacks {' or '.join(repr(k) for k in group)}"
+    if bad := [x for x in rule.excludes if _has_phrase(words, x)]:
+        return f"says {bad[0]!r}"
+    return None
+
+
 def _arg_problem(name: str, value: Any, want: Any, rule: ArgRule) -> str | None:
     if rule.any:
+        return None
+    if rule.expression and isinstance(value, str) and isinstance(want, str):
+        got, expected = evaluate_expression(value), evaluate_expression(want)
+        if got is None:
+            return f"{name}={value!r} is not an arithmetic expression"
+        if expected is not None and math.isclose(got, expected, rel_tol=1e-9):
+            return None
+        return f"{name}={value!r} = {got:g}, expected {want!r} = {expected:g}"
+    if rule.keywords and isinstance(value, str):
+        if problem := _keywords_problem(value, rule):
+            return f"{name}={value!r} {problem}"
         return None
     tol = rule.tolerance if rule.tolerance is not None else 1e-6
     if any(_equal(value, w, tol) for w in [want, *rule.any_of]):
@@ -233,7 +344,14 @@ def _schema_problem(call: ParsedCall, schema: dict[str, Any]) -> str | None:
     if unexpected := sorted(set(args) - set(known)):
         return f"{call.name}: unexpected argument(s) {unexpected}"
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(args), key=lambda e: e.path)
-    return f"{call.name}: {errors[0].message}" if errors else None
+    if errors:
+        return f"{call.name}: {errors[0].message}"
+    # BFCL's AST checker is strict where JSON Schema is lenient: 10.0 is not an integer argument
+    # (a number parameter does take an int, as in BFCL). A string "10" already fails the schema.
+    for arg, value in args.items():
+        if known.get(arg, {}).get("type") == "integer" and isinstance(value, float):
+            return f"{call.name}: {arg}={value!r} is a float, the schema wants an integer"
+    return None
 
 
 def _describe(calls: list[ParsedCall]) -> str:
@@ -291,6 +409,16 @@ def _check_ask(output: ModelOutput, spec: ToolCallSpec, calls: list[ParsedCall],
         return Verdict.fail(F.SCHEMA_INVALID, f"called {call.name} without {missing} instead of asking")
     if problem:
         return Verdict.fail(F.UNPARSEABLE, problem)
-    if asks_question(output.content):
-        return Verdict.ok(f"asked for {missing}")
-    return Verdict.fail(F.WRONG, f"neither asked for {missing} nor called {spec.function}")
+    text = output.content
+    if done := _CLAIMS_DONE.search(text):
+        return Verdict.fail(F.WRONG, f"claims an action that was never taken: {done.group().strip()!r}")
+    params = tool_parameters(spec.tools or []).get(spec.function or "", {})
+    emails = [m for m in spec.missing if "email" in str(params.get("properties", {}).get(m, {})).lower()]
+    made_up = _ASSUMES.search(text) or (_EMAIL.search(text) if emails else None)
+    if made_up:
+        return Verdict.fail(F.WRONG, f"invents a value instead of asking: {made_up.group()!r}")
+    # the argument's own name ("city", "date"), unless it is a little word like "to"
+    terms = {m: [w for w in m.split("_") if len(w) > 2] + spec.ask_terms.get(m, []) for m in spec.missing}
+    if named := _asked_for(text, terms):
+        return Verdict.ok(f"asked for {', '.join(named)}")
+    return Verdict.fail(F.WRONG, f"does not ask for {missing}")

@@ -19,7 +19,8 @@ import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
 from edgebench.quality.coderun import extract_code, missing_nodes, run_python, syntax_problem
-from edgebench.quality.numbers import convert, pick_answer
+from edgebench.quality.extract import Finder, Mention, extract, is_negated, sentences
+from edgebench.quality.numbers import answer_quantities, convert
 from edgebench.quality.records import FailureClass, ModelOutput, Verdict
 from edgebench.quality.sanitize import sanitize
 from edgebench.quality.specs import (
@@ -133,12 +134,30 @@ def _words_in(needle: str, text: str, word_boundary: bool, case_sensitive: bool)
 
 @register("numeric")
 def _numeric(out: ModelOutput, spec: NumericSpec) -> Verdict:
-    q = pick_answer(out.content, spec.unit)
-    if q is None:
-        return Verdict.fail(F.UNPARSEABLE, "no number in the answer")
-    value = convert(q, spec.unit)
-    shown = out.content[q.start : q.end].strip()
-    if math.isclose(value, spec.answer, rel_tol=spec.rel_tolerance, abs_tol=spec.tolerance):
+    def find(segment: str) -> list[Mention]:
+        return [
+            # without a unit, a bare number beats a measured one in a tie ("one day earlier, on day 29")
+            Mention(
+                q.start, q.end, repr(convert(q, spec.unit)), approx, weak=spec.unit is None and bool(q.unit)
+            )
+            for q, approx in answer_quantities(segment, spec.unit)
+        ]
+
+    def close(a: float, b: float, approx: bool) -> bool:
+        rel = max(spec.rel_tolerance, spec.approx_tolerance if approx else 0.0, 1e-9)
+        return math.isclose(a, b, rel_tol=rel, abs_tol=spec.tolerance)
+
+    def same(a: Mention, b: Mention) -> bool:
+        return close(float(a.key), float(b.key), a.approx or b.approx)
+
+    found = extract(out.content, find, same=same, cues=spec.cues)
+    if found.mention is None:
+        failure = F.UNPARSEABLE if found.problem == "no candidate" else F.WRONG
+        what = "no number in the answer" if failure is F.UNPARSEABLE else found.problem
+        return Verdict.fail(failure, what)
+    m = found.mention
+    value, shown = float(m.key), found.region[m.start : m.end].strip()
+    if close(value, spec.answer, m.approx):
         return Verdict.ok(f"read {shown!r} = {value:g}")
     return Verdict.fail(
         F.WRONG, f"read {shown!r} = {value:g}, expected {spec.answer:g} {spec.unit or ''}".rstrip()
@@ -169,18 +188,66 @@ def _exact(out: ModelOutput, spec: ExactSpec) -> Verdict:
     return Verdict.fail(F.WRONG, f"{got[:80]!r}, expected {' or '.join(repr(a) for a in spec.answer)}")
 
 
+def _needle(phrase: str, word_boundary: bool) -> str:
+    """A regex for `phrase`; a multi-word one may be spaced or hyphenated ("Hyper Text Markup")."""
+    phrase = " ".join(phrase.split())
+    if " " in phrase:
+        letters = [re.escape(ch) for ch in phrase.replace(" ", "")]
+        pattern = r"[\s-]?".join(letters)
+    else:
+        pattern = re.escape(phrase)
+    return rf"(?<!\w){pattern}(?!\w)" if word_boundary else pattern
+
+
+def _phrase_finder(phrases: list[tuple[str, str]], word_boundary: bool, case_sensitive: bool) -> Finder:
+    """Mentions of (key, phrase) pairs; of overlapping ones the longer ("not valid" over "valid") wins."""
+    compiled = [
+        (key, re.compile(_needle(phrase, word_boundary), 0 if case_sensitive else re.I))
+        for key, phrase in phrases
+    ]
+
+    def find(segment: str) -> list[Mention]:
+        found = [Mention(m.start(), m.end(), key) for key, rx in compiled for m in rx.finditer(segment)]
+        found.sort(key=lambda f: (f.start, -f.end))
+        kept: list[Mention] = []
+        for mention in found:
+            if kept and mention.start < kept[-1].end:
+                continue  # inside the previous, longer mention
+            kept.append(mention)
+        return kept
+
+    return find
+
+
 @register("contains")
 def _contains(out: ModelOutput, spec: ContainsSpec) -> Verdict:
-    def has(needle: str) -> bool:
-        return _words_in(needle, out.content, spec.word_boundary, spec.case_sensitive)
-
-    if spec.any_of and not any(has(n) for n in spec.any_of):
-        return Verdict.fail(F.WRONG, f"mentions none of {spec.any_of}")
-    if missing := [n for n in spec.all_of if not has(n)]:
-        return Verdict.fail(F.WRONG, f"does not mention {missing}")
-    if forbidden := [n for n in spec.none_of if has(n)]:
+    text = out.content
+    needles = [*spec.any_of, *spec.all_of]
+    find = _phrase_finder(
+        [("answer", n) for n in needles] + [(f"wrong:{d}", d) for d in spec.distractors],
+        spec.word_boundary,
+        spec.case_sensitive,
+    )
+    if forbidden := [n for n in spec.none_of if _words_in(n, text, spec.word_boundary, spec.case_sensitive)]:
         return Verdict.fail(F.WRONG, f"mentions {forbidden}")
-    return Verdict.ok("mentions " + ", ".join(n for n in [*spec.any_of, *spec.all_of] if has(n)))
+    found = extract(text, find, cues=spec.cues)
+    if found.mention is None:
+        if found.problem == "no candidate":
+            return Verdict.fail(F.WRONG, f"mentions none of {needles} as the answer")
+        return Verdict.fail(F.WRONG, found.problem)
+    if found.mention.key != "answer":
+        return Verdict.fail(F.WRONG, f"answered {found.mention.key.removeprefix('wrong:')!r}")
+    if spec.any_of and not any(_live(n, text, spec) for n in spec.any_of):
+        return Verdict.fail(F.WRONG, f"mentions none of {spec.any_of}")
+    if missing := [n for n in spec.all_of if not _live(n, text, spec)]:
+        return Verdict.fail(F.WRONG, f"does not mention {missing}")
+    return Verdict.ok("mentions " + ", ".join(n for n in needles if _live(n, text, spec)))
+
+
+def _live(needle: str, text: str, spec: ContainsSpec) -> bool:
+    """`needle` is mentioned at least once without a negation."""
+    find = _phrase_finder([("answer", needle)], spec.word_boundary, spec.case_sensitive)
+    return any(not is_negated(text, m) for m in find(text))
 
 
 @register("regex")
@@ -193,50 +260,22 @@ def _regex(out: ModelOutput, spec: RegexSpec) -> Verdict:
     return Verdict.fail(F.WRONG, f"does not match /{spec.pattern}/: {text[:80]!r}")
 
 
-_CHOICE_MARKER = re.compile(
-    r"\b(?:answer|therefore|thus|hence|conclusion|so)\b[*_\s]*(?:is\b)?[*_\s:,]*", re.I
-)
-
-
 @register("choice")
 def _choice(out: ModelOutput, spec: ChoiceSpec) -> Verdict:
     phrases = [(o, p) for o in spec.options for p in [o, *spec.aliases.get(o, [])]]
+    find = _phrase_finder(phrases, word_boundary=True, case_sensitive=False)
 
-    def picks(segment: str) -> list[tuple[int, int, str]]:
-        """Mentions in reading order; of overlapping ones the longer ("not valid" over "valid") wins."""
-        found: list[tuple[int, int, str]] = []
-        for option, phrase in phrases:
-            for m in re.finditer(rf"(?<!\w){re.escape(phrase)}(?!\w)", segment, re.I):
-                found.append((m.start(), m.end(), option))
-        found.sort(key=lambda f: (f[0], -f[1]))
-        kept: list[tuple[int, int, str]] = []
-        for mention in found:
-            if kept and mention[0] < kept[-1][1]:
-                continue  # inside the previous, longer mention
-            kept.append(mention)
-        return kept
+    def flip(option: str) -> str:
+        """With two options, "not valid" / "isn't valid" means the other one."""
+        others = [o for o in spec.options if o != option]
+        return others[0] if len(spec.options) == 2 else ""
 
-    text = out.content
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    segments: list[str] = []
-    if lines and len(lines[0].split()) <= 4:
-        segments.append(lines[0])  # a short first line ("Invalid.") is the answer
-    markers = list(_CHOICE_MARKER.finditer(text))
-    if markers:
-        segments.append(text[markers[-1].end() :].split("\n", 1)[0])
-    if lines:
-        segments.append(re.split(r"(?<=[.!?])\s+", lines[-1].strip())[-1])
-    for segment in segments:
-        found = picks(segment)
-        if found:
-            chosen = found[0][2] if spec.pick == "first" else found[-1][2]
-            break
-    else:
-        mentioned = {option for _, _, option in picks(text)}
-        if len(mentioned) != 1:
-            what = "none of" if not mentioned else "several of"
-            return Verdict.fail(F.UNPARSEABLE, f"mentions {what} {spec.options}")
-        chosen = mentioned.pop()
+    found = extract(out.content, find, cues=spec.cues, pick=spec.pick, flip=flip)
+    if found.mention is None:
+        if found.problem == "no candidate":
+            return Verdict.fail(F.UNPARSEABLE, f"mentions none of {spec.options}")
+        return Verdict.fail(F.WRONG, found.problem)
+    chosen = found.mention.key
     if chosen.casefold() == spec.answer.casefold():
         return Verdict.ok(chosen)
     return Verdict.fail(F.WRONG, f"answered {chosen!r}, expected {spec.answer!r}")
@@ -355,15 +394,14 @@ def _longest_run(lines: list[str], keep: Callable[[str], bool]) -> list[str]:
 
 # --- instructions --------------------------------------------------------------------------------
 
-_ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Ms|Dr|St|Prof|approx|No)\.", re.I)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]”’]*\s+|\n+")
-_BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+\S")
+# A bullet: -, *, +, •, en/em dash, middle dot and other glyphs, "1." / "1)" / "(1)" / "a)".
+_BULLET = re.compile(r"^\s*(?:[-*+•–—·▪◦‣●○■►➤✓✔]|\(?\d{1,3}[.)]|\(?[a-z][)])\s+\S")
 
 
 def count_sentences(text: str) -> int:
-    protected = _ABBREV.sub(lambda m: m.group().replace(".", "\0"), text)
-    protected = re.sub(r"(?<=\d)\.(?=\d)", "\0", protected)
-    return sum(1 for part in _SENTENCE_END.split(protected) if re.search(r"\w", part))
+    """Sentences, not split at "U.S.", "e.g.", "Dr.", "Inc." or decimals; list markers are not ends."""
+    text = re.sub(r"(?m)^\s*(?:\d{1,3}[.)]|[-*•–·])\s+", "", text)
+    return len(sentences(text))
 
 
 def count_words(text: str) -> int:
@@ -388,7 +426,14 @@ def _words(out: ModelOutput, spec: WordsSpec) -> Verdict:
 
 @register("bullets")
 def _bullets(out: ModelOutput, spec: BulletsSpec) -> Verdict:
-    lines = [ln for ln in out.content.splitlines() if ln.strip()]
+    lines: list[str] = []
+    for line in out.content.splitlines():
+        if not line.strip():
+            continue
+        if lines and _BULLET.match(lines[-1]) and line[:1].isspace() and not _BULLET.match(line):
+            lines[-1] += " " + line.strip()  # a wrapped bullet goes on, indented
+        else:
+            lines.append(line)
     bullets = [ln for ln in lines if _BULLET.match(ln)]
     wanted = spec.check(len(bullets))
     if wanted:
