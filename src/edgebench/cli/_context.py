@@ -60,7 +60,7 @@ def context(
     positive("--budget-mib", budget_mib)  # a NaN or negative budget fails every context as "ram"
     if swap_limit_mib is not None and not (math.isfinite(swap_limit_mib) and swap_limit_mib >= 0):
         raise ConfigError(f"--swap-limit-mib {swap_limit_mib:g}: must be a finite number ≥ 0")
-    named = [resolve_model(store, m) for m in models]
+    named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
     hold_host(no_wait)
     runtime = ensure_runtime(cfg)
     targets = named or ensure_models(cfg, store)

@@ -111,7 +111,7 @@ def quality_run(
     s = load_suite(suite, list(suite_dir))
     sandbox.allow_unsandboxed(allow_unsandboxed or cfg.quality.allow_unsandboxed)
     settings = QualitySettings(samples=samples, temperature=temperature)
-    named = [resolve_model(store, m) for m in models]
+    named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
     hold_host(no_wait)
     host = probe_host()
     scores: list[SuiteScore] = []

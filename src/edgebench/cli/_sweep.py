@@ -88,7 +88,7 @@ def sweep(
         n_prompt=n_prompt,
         n_gen=n_gen,
     )
-    named = [resolve_model(store, m) for m in models]
+    named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
     hold_host(no_wait)
     runtime = ensure_runtime(cfg)
     targets = named or ensure_models(cfg, store)
