@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 import typer
 from pydantic import ValidationError
@@ -45,13 +47,27 @@ def _fail(msg: str, code: int) -> None:
     raise SystemExit(code)
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C. Typer turns KeyboardInterrupt into a silent exit 130; this passes through it."""
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    raise _Interrupted
+
+
 def main() -> None:
     """Entry point: every failure leaves as one `edgebench: error: …` line and a non-zero code."""
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread (an embedding caller): Python's own handling
+        previous = None
     try:
         try:
             rv = app(standalone_mode=False)
         finally:
             state.release()  # the host lock, before any error is printed
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if isinstance(rv, int) and rv:
             raise SystemExit(rv)
     except EdgebenchError as exc:
@@ -60,8 +76,8 @@ def main() -> None:
         _fail(str(exc), 1)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
+    except (typer.Abort, KeyboardInterrupt, _Interrupted):
+        _fail("interrupted", 130)  # what was measured so far is stored already
     except typer.TyperException as exc:  # usage errors: bad option, missing argument
         if type(exc).__name__ == "NoArgsIsHelpError":
             err_console.print(exc.format_message(), markup=False, highlight=False)

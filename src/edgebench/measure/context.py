@@ -9,6 +9,7 @@ context is stored with its timings, llama.cpp's own memory breakdown and the fai
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from edgebench.runtime.locate import Runtime
 from edgebench.runtime.memlog import MemoryBreakdown, read_memory_log
 from edgebench.runtime.server import ServerFailed, ServerProcess, fixed_completion
 from edgebench.store import Provenance, Store, result_key
+from edgebench.textsafe import one_line
 
 __all__ = ["STAGE", "ContextProbe", "ContextTrial", "candidates", "probe_context"]
 
@@ -148,7 +150,9 @@ class _Prober:
             predicted: float | None = plan_memory(self.model, cfg).host_total_mib
         except ConfigError:
             predicted = None
-        log = self.log_dir / f"context-{self.model.name}-{cfg.key()}.log"
+        # By file (sha256), not by name alone: two models may share a name (issue 10).
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.model.name)[:48]
+        log = self.log_dir / f"context-{self.model.sha256[:12]}-{name}-{cfg.key()}.log"
         srv = ServerProcess(
             self.runtime, self.model.path, cfg, log, verbose=True, rss_limit_mib=self.budget_mib
         )
@@ -167,7 +171,7 @@ class _Prober:
                 r = srv.client.post("/completion", json=body, timeout=httpx.Timeout(3600, connect=5))
                 e2e_ms = (time.monotonic() - t0) * 1000
                 if r.status_code != 200:
-                    step, cause = "fill", f"HTTP {r.status_code}: {r.text[:160]}"
+                    step, cause = "fill", one_line(f"HTTP {r.status_code}: {r.text}", 160)
                 else:
                     timings = r.json().get("timings", {})
                     decoded = int(timings.get("predicted_n", 0))

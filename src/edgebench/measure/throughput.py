@@ -64,7 +64,9 @@ class ThroughputResult(BaseModel):
     n_prompt: int
     n_gen: int
     depth: int
-    status: str  # ok | oom-killed | crashed | timeout | bad-args | unsupported | rss-limit | failed
+    # ok | oom-killed | crashed | timeout | bad-args | unsupported | rss-limit | failed
+    # | invalid-output (exited 0, printed no valid result) | environment
+    status: str
     cause: str
     samples_ts: list[float]
     process_means: list[float] = []  # one per llama-bench process: the CI's unit

@@ -7,12 +7,18 @@ results, and the caller stores them.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import io
+import math
 import os
 import re
 import resource
+import select
+import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +29,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.errors import ProcError
+from edgebench.textsafe import one_line, printable
 
 __all__ = [
     "TRANSIENT",
@@ -32,15 +39,21 @@ __all__ = [
     "classify_exit",
     "kill_group",
     "memory_status",
+    "output_lines",
     "run",
     "spawn",
 ]
 
-# Peak RSS is sampled, not read from rusage: children of llama-server (none today) and the
-# process group as a whole are what the OS sees when it decides to OOM-kill.
+# Peak RSS is sampled (the group's sum, what the OS sees when it decides to OOM-kill, and the
+# watchdog's input), with the kernel's own ru_maxrss of the reaped child as a floor: a process of a
+# few milliseconds is over before the first sample (issue 10: a 14 ms llama-bench "peaked" at 0).
 SAMPLE_INTERVAL_S = 0.05
 CHILD_SCAN_S = 1.0  # how often the sampler looks for new child processes
 TERM_GRACE_S = 5.0
+# After the leader exited and its group was killed, how long output may still drain: only a
+# process that left the group (setsid) can hold the pipes longer, and we stop reading it.
+DRAIN_S = 2.0
+DETAIL_CHARS = 240
 
 
 class ExitCause(StrEnum):
@@ -51,6 +64,7 @@ class ExitCause(StrEnum):
     BAD_ARGS = "bad-args"
     RSS_LIMIT = "rss-limit"
     FAILED = "failed"  # non-zero exit that is none of the above
+    INVALID_OUTPUT = "invalid-output"  # exited 0 but printed what cannot be a result (NaN t/s …)
     ENVIRONMENT = "environment"  # not the config's doing: a port taken, a foreign server, a stray kill
 
 
@@ -98,27 +112,71 @@ def classify_exit(
     rss_killed: bool = False,
     oom_hint: bool = False,
 ) -> tuple[ExitCause, str]:
-    """Map an exit status plus stderr to a cause and a one-line detail."""
+    """Map an exit status plus stderr to a cause and a one-line detail. The detail quotes the
+    line that says why (an assert, an exception, llama.cpp's error line), never terminal escapes."""
     if rss_killed:
         return ExitCause.RSS_LIMIT, "killed by edgebench: resident memory exceeded the budget"
     if timed_out:
         return ExitCause.TIMEOUT, "killed by edgebench: no exit before the timeout"
     if returncode == 0:
         return ExitCause.OK, "ok"
-    last = _last_line(stderr)
+    lines = output_lines(stderr)
+    why = _reason_line(lines)
     if returncode is not None and returncode < 0:
         sig = -returncode
         name = _signame(sig)
         # The kernel OOM killer sends SIGKILL; nobody else here does (we would have said so above).
         if sig == signal.SIGKILL:
-            why = "kernel OOM killer" if oom_hint or _kernel_oom_seen() else "SIGKILL from outside"
-            return ExitCause.OOM, f"killed by {name} ({why})"
-        return ExitCause.CRASH, f"crashed with {name}" + (f": {last}" if last else "")
-    if _OOM_TEXT.search(stderr):
-        return ExitCause.OOM, f"allocation failed: {_first_match_line(stderr, _OOM_TEXT)}"
-    if _BAD_ARGS.search(stderr):
-        return ExitCause.BAD_ARGS, f"rejected arguments: {_first_match_line(stderr, _BAD_ARGS)}"
-    return ExitCause.FAILED, f"exit code {returncode}" + (f": {last}" if last else "")
+            oom = "kernel OOM killer" if oom_hint or _kernel_oom_seen() else "SIGKILL from outside"
+            return ExitCause.OOM, f"killed by {name} ({oom})"
+        return ExitCause.CRASH, _detail(f"crashed with {name}", why)
+    if line := _first_match(lines, _OOM_TEXT):
+        return ExitCause.OOM, _detail("allocation failed", line)
+    if line := _first_match(lines, _BAD_ARGS):
+        return ExitCause.BAD_ARGS, _detail("rejected arguments", line)
+    return ExitCause.FAILED, _detail(f"exit code {returncode}", why)
+
+
+# ggml_abort runs gdb for a backtrace when it can, and a shell adds its epitaph: lines that say
+# nothing about why llama.cpp stopped, yet came last (issue 10: "[Inferior 1 (process N) detached]").
+_NOISE = re.compile(
+    r"^(\[(New |Inferior |Thread |Detaching )|Using host libthread_db|#\d+\s|0x[0-9a-f]+ in |"
+    r"\d*\s*\.\./\S+: No such file|No stack\.|ptrace: |warning: |The program is not being run|"
+    r"Could not attach|\(gdb\)|Aborted|Segmentation fault|Killed$)",
+    re.IGNORECASE,
+)
+# Lines that name the reason, best first: an assert or an exception's message, an error line, a
+# failure. The first match of the best kind wins: the root cause comes before its consequences
+# ("error loading model: key … has wrong type" before "exiting due to model loading error").
+_REASONS = (
+    re.compile(r"GGML_ASSERT|GGML_ABORT|\bwhat\(\):"),
+    re.compile(r"terminate called|\berror\b\s*:|error loading|exception", re.IGNORECASE),
+    re.compile(r"\b(failed|cannot|unable|invalid|not supported|no such)\b", re.IGNORECASE),
+)
+_TAIL_LINES = 40  # a verbose log's early lines are not why it stopped; asserts are searched in full
+
+
+def output_lines(text: str) -> list[str]:
+    """A process's output as stripped, non-empty lines, escapes removed and control characters
+    shown as \\xNN (textsafe.printable): what patterns are matched against and causes quoted from."""
+    # Carriage returns (progress redraws) end lines too.
+    text = printable(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def _reason_line(lines: Sequence[str]) -> str:
+    """The line of a failed process's output that says why it failed: see _REASONS; else the last
+    line that is not debugger or shell noise. One line, control characters escaped."""
+    meaningful = [ln for ln in lines if not _NOISE.match(ln)]
+    for i, pattern in enumerate(_REASONS):
+        scope = meaningful if i == 0 else meaningful[-_TAIL_LINES:]
+        if line := _first_match(scope, pattern):
+            return line
+    return one_line(meaningful[-1]) if meaningful else ""
+
+
+def _detail(head: str, line: str) -> str:
+    return one_line(f"{head}: {line}" if line else head, DETAIL_CHARS)
 
 
 def _signame(sig: int) -> str:
@@ -128,16 +186,8 @@ def _signame(sig: int) -> str:
         return f"signal {sig}"
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""
-
-
-def _first_match_line(text: str, pattern: re.Pattern[str]) -> str:
-    for ln in text.splitlines():
-        if pattern.search(ln):
-            return ln.strip()[:200]
-    return _last_line(text)
+def _first_match(lines: Sequence[str], pattern: re.Pattern[str]) -> str:
+    return next((one_line(ln) for ln in lines if pattern.search(ln)), "")
 
 
 def _kernel_oom_seen() -> bool:
@@ -192,7 +242,8 @@ class RssSampler:
 
     def stop(self) -> float:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=2)
         return self.peak_mib
 
     def sample(self) -> float:
@@ -296,18 +347,139 @@ def spawn(
             handle.close()  # the child holds its own descriptor
 
 
-def kill_group(proc: subprocess.Popen[str], grace_s: float = TERM_GRACE_S) -> None:
-    """SIGTERM the whole group, then SIGKILL what is left after the grace period."""
-    if proc.poll() is not None:
-        return
+def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(pgid, sig)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux ≥ 5.3), or None."""
     try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace_s)
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _exited(proc: subprocess.Popen[str]) -> bool:
+    """Has the leader exited? Without reaping it: a zombie keeps its pid, so its group id cannot
+    be handed to another process while we may still signal the group."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by Popen in another thread: it holds the status
+        return True
+
+
+def _wait_exit(proc: subprocess.Popen[str], timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for the leader to exit, without reaping it (see _exited)."""
+    deadline = time.monotonic() + timeout_s
+    fd = _pidfd(proc.pid)
+    step = 0.001
+    try:
+        while not _exited(proc):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if fd is not None:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                poller.poll(left * 1000)
+            else:
+                time.sleep(min(step, left))
+                step = min(step * 2, 0.05)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def kill_group(proc: subprocess.Popen[str], grace_s: float = TERM_GRACE_S) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left after the grace period.
+
+    The group is signalled even when its leader already exited: the group outlives its leader, and
+    a grandchild left in it (a backgrounded helper) may hold our pipes open for as long as it runs.
+    """
+    _signal_group(proc.pid, signal.SIGTERM)
+    _wait_exit(proc, grace_s)
+    _signal_group(proc.pid, signal.SIGKILL)  # a lingering leader, and strays that outlived it
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)  # Popen reaps (thread-safe with its other waits)
+
+
+def _reap(proc: subprocess.Popen[str]) -> float:
+    """Reap the exited leader ourselves, for the kernel's accounting of it: returns ru_maxrss in
+    MiB (its own peak and that of the descendants it waited for). Popen is told the status."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped (by Popen): no usage to read
+        proc.poll()
+        return 0.0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # Linux reports KiB, macOS bytes.
+    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+class _Output:
+    """A child's pipes read without blocking and without a thread: bytes in, text out (UTF-8 with
+    replacement and universal newlines, as Popen's text mode), whole lines to `on_line`."""
+
+    def __init__(
+        self, proc: subprocess.Popen[str], on_line: Callable[[str], None] | None, log: io.TextIOBase | None
+    ) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.text: dict[str, list[str]] = {}
+        self._dec: dict[str, io.IncrementalNewlineDecoder] = {}
+        self._fds: list[int] = []
+        self._on_line, self._log, self._partial = on_line, log, ""
+        for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
+            if pipe is not None:
+                fd = pipe.fileno()
+                self._fds.append(fd)
+                self.text[name] = []
+                self._dec[name] = io.IncrementalNewlineDecoder(
+                    codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True
+                )
+                self.sel.register(fd, selectors.EVENT_READ, name)
+
+    @property
+    def open(self) -> bool:
+        return any(k.fd in self._fds for k in self.sel.get_map().values())
+
+    def watch(self, fd: int) -> None:
+        self.sel.register(fd, selectors.EVENT_READ, "exit")
+
+    def pump(self, timeout_s: float | None) -> None:
+        """Read what is ready within `timeout_s` (None: until something is), or until a watched
+        process exits."""
+        for key, _ in self.sel.select(timeout_s):
+            if key.data == "exit":
+                self.sel.unregister(key.fd)  # readable for good: the caller sees the exit
+                continue
+            data = os.read(key.fd, 65536)
+            if not data:
+                self.sel.unregister(key.fd)
+            self._take(key.data, data)
+
+    def _take(self, name: str, data: bytes) -> None:
+        chunk = self._dec[name].decode(data, final=not data)  # b"": end of stream
+        if chunk:
+            self.text[name].append(chunk)
+            if self._log is not None and self._on_line is not None:
+                self._log.write(chunk)  # the merged stream (a build) is logged as it comes
+        if self._on_line is not None:
+            *done, self._partial = (self._partial + chunk).split("\n")
+            for line in done:
+                self._on_line(line)
+            if not data and self._partial:  # the last line had no newline
+                self._on_line(self._partial)
+                self._partial = ""
+
+    def close(self) -> None:
+        self.sel.close()
+
+    def result(self, name: str) -> str:
+        return "".join(self.text.get(name, []))
 
 
 def run(
@@ -326,6 +498,10 @@ def run(
 
     `on_line` receives each output line as it arrives (cmake progress); with it, stderr is merged
     into stdout. `log_file` additionally keeps everything on disk.
+
+    The timeout bounds the whole call, not only the leader: when the leader exits, whatever it
+    left in its process group is killed (it could hold our pipes open for ever), and output is
+    read for at most DRAIN_S more (a process that left the group is not waited for).
     """
     merged = on_line is not None
     proc = spawn(
@@ -336,70 +512,91 @@ def run(
         inherit_env=inherit_env,
         rlimits=rlimits,
     )
-    limit_state: dict[str, bool] = {"hit": False}
-
-    def _on_limit() -> None:
-        limit_state["hit"] = True
-        kill_group(proc, grace_s=1.0)
-
-    sampler = RssSampler(proc.pid, limit_mib=rss_limit_mib, on_limit=_on_limit).start()
     t0 = time.monotonic()
-    timed_out = False
-    out_chunks: list[str] = []
-    err_text = ""
-    log = log_file.open("w") if log_file is not None else None
+    limit_hit = False
+
+    def _on_limit() -> None:  # the sampler's thread: signal only; run() itself waits and reaps
+        nonlocal limit_hit
+        limit_hit = True
+        _signal_group(proc.pid, signal.SIGTERM)
+
+    sampler = RssSampler(proc.pid, limit_mib=rss_limit_mib, on_limit=_on_limit)
+    deadline = t0 + max(0.0, timeout_s) if timeout_s is not None and math.isfinite(timeout_s) else None
+    log: io.TextIOBase | None = None
+    out: _Output | None = None
+    pidfd = _pidfd(proc.pid)
+    timed_out = exited = reaped = False
+    kernel_peak = 0.0
     try:
-        if merged:
-
-            def _expire() -> None:
-                limit_state["timeout"] = True
-                kill_group(proc)
-
-            timer = threading.Timer(timeout_s, _expire) if timeout_s else None
-            if timer:
-                timer.start()
-            for line in proc.stdout or ():
-                out_chunks.append(line)
-                if log:
-                    log.write(line)
-                if on_line is not None:
-                    on_line(line.rstrip("\n"))
-            proc.wait()
-            if timer:
-                timer.cancel()
-            timed_out = limit_state.get("timeout", False)
-        else:
-            try:
-                out, err_text = proc.communicate(timeout=timeout_s)
-                out_chunks.append(out)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                kill_group(proc)
-                out, err_text = proc.communicate()
-                out_chunks.append(out)
-            if log:
-                log.write("".join(out_chunks) + err_text)
+        sampler.start()
+        log = log_file.open("w") if log_file is not None else None
+        out = _Output(proc, on_line, log)
+        if pidfd is not None:
+            out.watch(pidfd)
+        stage_end: float | None = None  # when the current kill stage (TERM, then KILL) gives up
+        stage = 0  # 0 running, 1 SIGTERM sent, 2 SIGKILL sent
+        drain_end: float | None = None
+        step = 0.001  # polling interval when there is no pidfd
+        while True:
+            now = time.monotonic()
+            if not exited and _exited(proc):
+                exited = True
+                _signal_group(proc.pid, signal.SIGKILL)  # strays: nothing of this run outlives it
+                drain_end = now + DRAIN_S
+            if exited:
+                if not out.open or (drain_end is not None and now >= drain_end):
+                    break
+            elif stage == 0 and (limit_hit or (deadline is not None and now >= deadline)):
+                timed_out = not limit_hit
+                _signal_group(proc.pid, signal.SIGTERM)
+                stage, stage_end = 1, now + (1.0 if limit_hit else TERM_GRACE_S)
+            elif stage == 1 and stage_end is not None and now >= stage_end:
+                _signal_group(proc.pid, signal.SIGKILL)
+                stage, stage_end = 2, now + TERM_GRACE_S
+            elif stage == 2 and stage_end is not None and now >= stage_end:
+                break  # unkillable (uninterruptible sleep): stop waiting for it
+            end = drain_end if exited else deadline if stage == 0 else stage_end
+            wait = None if end is None else max(0.0, end - now)
+            if not exited:
+                if rss_limit_mib is not None:  # the watchdog's flag is looked at this often
+                    wait = SAMPLE_INTERVAL_S if wait is None else min(wait, SAMPLE_INTERVAL_S)
+                if pidfd is None:  # no exit notification: poll, 1 ms doubling to 50 ms
+                    wait = step if wait is None else min(wait, step)
+                    step = min(step * 2, 0.05)
+            out.pump(wait)
+        sampler.stop()  # before reaping: the sampler may still signal the group
+        if exited:
+            kernel_peak = _reap(proc)
+            reaped = True
     finally:
-        peak = sampler.stop()
-        if log:
-            log.close()
-        if proc.poll() is None:
-            kill_group(proc)
+        sampler.stop()
+        if not reaped and proc.returncode is None:
+            kill_group(proc, grace_s=1.0)  # interrupted (Ctrl-C), or an unkillable leader
+        if out is not None:
+            out.close()
+        if pidfd is not None:
+            os.close(pidfd)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-    stdout = "".join(out_chunks)
-    stderr = stdout if merged else err_text
-    cause, detail = classify_exit(proc.returncode, stderr, timed_out=timed_out, rss_killed=limit_state["hit"])
+        if log is not None:
+            if not merged and out is not None:
+                log.write(out.result("out") + out.result("err"))
+            log.close()
+    stdout = out.result("out")
+    stderr = out.result("err")
+    cause, detail = classify_exit(
+        proc.returncode, stdout if merged else stderr, timed_out=timed_out, rss_killed=limit_hit
+    )
     return ProcResult(
         argv=list(argv),
         returncode=proc.returncode,
         cause=cause,
         detail=detail,
         stdout=stdout,
-        stderr=err_text,
+        stderr=stderr,
         wall_s=time.monotonic() - t0,
-        peak_rss_mib=peak,
+        peak_rss_mib=max(sampler.peak_mib, kernel_peak),
         peak_anon_mib=sampler.peak_anon_mib,
         peak_swap_mib=sampler.peak_swap_mib,
     )
