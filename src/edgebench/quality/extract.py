@@ -66,7 +66,10 @@ _CONCLUSION = re.compile(
 _CONTRAST = re.compile(
     r"\b(?:but|however|yet|instead|actually|rather|in fact|today|nowadays|currently)\b", re.I
 )
-_CONCESSION = re.compile(r"\b(?:although|though|even though|while|whereas|despite)\b[^,;.]*", re.I)
+# concessions and justifications: "although X, …", "…, because 12 = 4 × 3": not the claim itself
+_CONCESSION = re.compile(
+    r"\b(?:although|though|even though|while|whereas|despite|because|since)\b[^,;.]*", re.I
+)
 _ATTRIBUTED = re.compile(
     r"\b(?:many|most|some|lots of)\s+(?:people|folks|students)?\s*(?:think|say|believe|assume|guess|answer|"
     r"would say|might say)\b|\bas (?:many|some|most) (?:people )?(?:think|believe|assume)\b"
@@ -327,6 +330,10 @@ def extract(
     with_mentions = [(s, e) for s, e in spans if r.live(plain[s:e])]
     if not with_mentions:
         return Extraction(None, "no candidate", plain)
+    # A final sentence that starts as a conclusion ("So the next number is 32.") outranks the first.
+    last = plain[slice(*with_mentions[-1])]
+    if (opener := _CONCLUSION.match(last.lstrip())) and (found := decide(last.lstrip()[opener.end() :])):
+        return found
     # A direct first sentence ("The ball costs 5 cents. (…)"): taken when it is unambiguous.
     first = with_mentions[0]
     lead_ok = first == spans[0] or (spans.index(first) == 1 and len(plain[slice(*spans[0])].split()) <= 6)
