@@ -148,7 +148,10 @@ class RunConfig(_Strict):
     max_reps: int = Field(default=5, ge=2)
     kv: list[str] = ["f16", "q8_0"]
     flash_attn: list[Literal["on", "off", "auto"]] = ["on"]
-    context_kv: str = "f16"
+    # None: the serving spec's KV type, so the context proven is the one that will be served
+    context_kv: str | None = None
+    # decode is also measured at these deeper contexts (the winner only), for the depth plot
+    depths: list[int] = [0, 2048]
     context_max: int = Field(default=8192, ge=256)  # largest context the probe tries in a run
     suite: str = "seed14"
     suite_dirs: list[Path] = []
@@ -164,8 +167,15 @@ class RunConfig(_Strict):
 
     @field_validator("context_kv")
     @classmethod
-    def _context_kv(cls, v: str) -> str:
-        return _kv_types([v])[0]
+    def _context_kv(cls, v: str | None) -> str | None:
+        return None if v is None else _kv_types([v])[0]
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, v: list[int]) -> list[int]:
+        if not v or v[0] != 0 or any(d < 0 for d in v) or len(set(v)) != len(v):
+            raise ValueError("start with 0, then distinct deeper contexts, e.g. [0, 2048]")
+        return v
 
     @field_validator("flash_attn")
     @classmethod

@@ -6,18 +6,17 @@ import math
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgebench.cli._args import positive
-from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
+from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
+from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
-from edgebench.measure.context import ContextProbe, ContextTrial, probe_context
-from edgebench.measure.sweep import serving_config
-from edgebench.models.gguf import ModelInfo
+from edgebench.measure.context import ContextProbe, ContextTrial
 from edgebench.models.registry import resolve_model
+from edgebench.pipeline.context import probe_models
 from edgebench.runtime.flags import KV_TYPES
 from edgebench.setup import ensure_models, ensure_runtime
 from edgebench.textsafe import one_line
@@ -67,44 +66,24 @@ def context(
     host = probe_host()
     budget = budget_mib or cfg.budgets.usable_mib(host.ram_total_mib)
     swap_limit = swap_limit_mib if swap_limit_mib is not None else float(cfg.budgets.swap_growth_mib)
-    probes: list[tuple[ModelInfo, ContextProbe]] = []
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        for m in targets:
-            task = bar.add_task(f"{m.name}: binary search over contexts (kv {kv})")
-            base = serving_config(store, m, host).model_copy(
-                update={
-                    "cache_type_k": kv,
-                    "cache_type_v": kv,
-                    "flash_attn": fa,
-                    **({"threads": threads} if threads else {}),
-                }
-            )
-            probes.append(
-                (
-                    m,
-                    probe_context(
-                        store,
-                        runtime,
-                        host,
-                        m,
-                        base,
-                        budget_mib=budget,
-                        swap_limit_mib=swap_limit,
-                        n_decode=n_decode,
-                        log_dir=cfg.data_dir / "logs",
-                        ctx_list=ctx_list,
-                    ),
-                )
-            )
-            bar.remove_task(task)
+    with EventProgress() as emit:
+        probes = probe_models(
+            store,
+            runtime,
+            host,
+            targets,
+            budget_mib=budget,
+            swap_limit_mib=swap_limit,
+            n_decode=n_decode,
+            log_dir=cfg.data_dir / "logs",
+            kv=kv,
+            fa=fa,  # type: ignore[arg-type]  # checked above
+            threads=threads,
+            contexts=lambda m: ctx_list,
+            emit=emit,
+        )
     if json_:
-        emit_json({"budget_mib": budget, "probes": [p for _, p in probes]})
+        emit_json({"budget_mib": budget, "probes": probes})
         return
     render_context(probes, budget)
 
@@ -117,18 +96,18 @@ def _result(t: ContextTrial) -> str:
     return "OK" if t.ok else f"[red]{t.failed_step}[/red]: {escape(one_line(t.cause, 50))}"
 
 
-def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) -> None:
+def render_context(probes: list[ContextProbe], budget: float) -> None:
     t = Table(
         title=f"successful context windows (measured; RAM budget {budget:.0f} MiB)", title_justify="left"
     )
     for col in ("model", "kv", "stable context", "tried"):
         t.add_column(col)
-    for m, p in probes:
+    for p in probes:
         tried = ", ".join(f"{x.ctx}{'' if x.ok else ' ✗' + (x.failed_step or '')}" for x in p.trials)
         stable = str(p.stable_ctx or "none")
         if p.incomplete:  # a transient failure stopped the search: a lower bound, retried next run
             stable = f"≥ {p.stable_ctx or 0} (incomplete)"
-        t.add_row(m.name, p.kv, stable, tried)
+        t.add_row(p.model, p.kv, stable, tried)
     console.print(t)
     t = Table(title="per-context probe (measured; predicted host total beside it)", title_justify="left")
     for col in (
@@ -145,11 +124,11 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
         "result",
     ):
         t.add_column(col, justify="right" if col not in ("model", "result") else "left")
-    for m, p in probes:
+    for p in probes:
         for x in p.trials:
             dev = x.memory.devices.get("CPU") if x.memory else None
             t.add_row(
-                m.name,
+                p.model,
                 str(x.ctx),
                 _mib(x.load_ms),
                 _mib(x.e2e_ms),
@@ -162,12 +141,12 @@ def render_context(probes: list[tuple[ModelInfo, ContextProbe]], budget: float) 
                 _result(x),
             )
     console.print(t)
-    for m, p in probes:
+    for p in probes:
         ok = [x for x in p.trials if x.ok and x.ctx == p.stable_ctx]
         if ok:
             x = ok[0]
             console.print(
-                f"{m.name}: {gib(m.file_size)} ({m.bpw:.2f} BPW) at context {x.ctx}: startup "
+                f"{p.model}: {gib(p.file_size)} ({p.bpw:.2f} BPW) at context {x.ctx}: startup "
                 f"{(x.load_ms or 0) / 1000:.1f} s, peak RSS {x.peak_rss_mib:.0f} MiB "
                 f"(anon {_mib(x.rss_anon_mib)}, file-backed {_mib(x.rss_file_mib)} at the end; "
                 f"server pages in swap {_mib(x.swap_own_mib)})",

@@ -2,60 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from edgebench import __version__
 from edgebench.cli._args import out_dir
 from edgebench.cli._common import console, emit_json, state
 from edgebench.config import Config
-from edgebench.decide.evidence import ModelEvidence
-from edgebench.decide.export import write_routing
-from edgebench.decide.gather import gather
-from edgebench.decide.rank import Ranking, rank
-from edgebench.decide.route import route
+from edgebench.decide.rank import Ranking
 from edgebench.decide.routing import Routing
 from edgebench.errors import ConfigError
-from edgebench.host.probe import HostInfo, probe_host
+from edgebench.host.probe import probe_host
+from edgebench.pipeline.decide import decide, rank_only
 from edgebench.quality.runner import STAGE as QUALITY_STAGE
 from edgebench.quality.suite import BUILTIN_DIR
-from edgebench.report import render_report
-from edgebench.runtime.locate import Runtime
 from edgebench.setup import locate_quietly
 from edgebench.store import Store
 
-__all__ = ["decide_all", "register", "render_ranking", "render_routing"]
+__all__ = ["register", "render_ranking", "render_routing"]
 
-
-def decide_all(
-    cfg: Config,
-    store: Store,
-    host: HostInfo,
-    suite: str | None,
-    runtime: Runtime | None = None,
-    out_dir: Path | None = None,
-) -> tuple[list[ModelEvidence], Ranking, Routing, Path, Path, Path]:
-    """Gather → rank → route → routing file → report, the tail of the pipeline."""
-    ev = gather(cfg, store, suite)
-    ranking = rank(ev, cfg.budgets)
-    routing = route(ev, cfg.budgets, ram_total_mib=host.ram_total_mib, ranking=ranking)
-    out = out_dir or cfg.data_dir / "report"
-    routing_json, _ = write_routing(routing, out)
-    prov: dict[str, Any] = {
-        "host_fingerprint": host.fingerprint,
-        "host": f"{host.cpu_model}, {host.ram_total_mib} MiB",
-        "edgebench_version": __version__,
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if runtime is not None:
-        prov["llama_cpp_build"] = runtime.build_id
-        prov["llama_cpp_preset"] = runtime.preset or "(not built by edgebench)"
-    md, html = render_report(ev, ranking, routing, prov, out)
-    return ev, ranking, routing, routing_json, md, html
+HOST_OPT = typer.Option(
+    None,
+    "--host",
+    help="Decide from another host's rows (its fingerprint, as stored); default: this host only.",
+)
 
 
 def render_ranking(r: Ranking) -> None:
@@ -87,14 +59,15 @@ def render_routing(r: Routing) -> None:
         t.add_row(line.role, line.model or "—", line.because)
     console.print(t)
     t = Table(title="routing table", title_justify="left")
-    for col in ("use case", "primary", "backup", "why"):
+    for col in ("use case", "primary", "backup", "closest, if none qualifies", "why"):
         t.add_column(col)
     for ro in r.routes:
         t.add_row(
             ro.use_case,
             ro.primary.model if ro.primary else "—",
             ro.backup.model if ro.backup else "—",
-            ro.why,
+            f"{ro.closest.model}: misses {'; '.join(ro.closest.misses)}" if ro.closest else "—",
+            escape(ro.why),
         )
     console.print(t)
     for d in r.do_not_use:
@@ -118,14 +91,27 @@ def _check_suite(cfg: Config, store: Store, suite: str | None) -> None:
     )
 
 
+def _host(store: Store, fingerprint: str | None) -> str:
+    """This host's fingerprint, or a stored one the user named (rows from several boards)."""
+    if fingerprint is None:
+        return probe_host().fingerprint
+    known = sorted({r[0] for r in store.db.execute("SELECT DISTINCT host_fingerprint FROM results")})
+    if fingerprint not in known:
+        raise ConfigError(
+            f"--host {fingerprint!r}: no stored rows from it (hosts: {', '.join(known) or 'none'})"
+        )
+    return fingerprint
+
+
 def rank_cmd(
     suite: str | None = typer.Option(None, "--suite", "-s", help="Quality suite to rank on."),
+    host: str | None = HOST_OPT,
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Composite quality × speed ranking with CIs, ties and the Pareto front (from stored results)."""
     cfg, store = state.config, state.store
     _check_suite(cfg, store, suite)
-    r = rank(gather(cfg, store, suite), cfg.budgets)
+    r = rank_only(cfg, store, suite, _host(store, host))
     if json_:
         emit_json(r)
         return
@@ -135,38 +121,42 @@ def rank_cmd(
 def route_cmd(
     suite: str | None = typer.Option(None, "--suite", "-s", help="Quality suite to route on."),
     out: Path | None = typer.Option(None, "--out", help="Directory for routing.json/.toml."),
+    host: str | None = HOST_OPT,
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Model map and routing table by explicit rules; writes routing.json and routing.toml."""
     cfg, store = state.config, state.store
     _check_suite(cfg, store, suite)
     out_dir("--out", out)
-    host = probe_host()
-    ev = gather(cfg, store, suite)
-    r = route(ev, cfg.budgets, ram_total_mib=host.ram_total_mib)
-    path, toml = write_routing(r, out or cfg.data_dir / "report")
+    fp = _host(store, host)
+    d = decide(cfg, store, probe_host(), suite, out_dir=out, report=False, host_fingerprint=fp)
     if json_:
-        emit_json({"routing": r, "files": [str(path), str(toml)]})
+        emit_json({"routing": d.routing, "files": [str(d.routing_json), str(d.routing_toml)]})
         return
-    render_routing(r)
-    console.print(f"routing file: {path} (schema: edgebench/decide/routing.schema.json)", highlight=False)
+    render_routing(d.routing)
+    console.print(
+        f"routing file: {d.routing_json} (schema: edgebench/decide/routing.schema.json)", highlight=False
+    )
 
 
 def report_cmd(
     suite: str | None = typer.Option(None, "--suite", "-s", help="Quality suite to report."),
     html: Path | None = typer.Option(None, "--html", help="Output directory (default: data dir/report)."),
+    host: str | None = HOST_OPT,
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Markdown + self-contained HTML report with plots, from everything stored."""
     cfg, store = state.config, state.store
     _check_suite(cfg, store, suite)
     out_dir("--html", html)
-    host = probe_host()
-    _, _, _, routing_json, md, page = decide_all(cfg, store, host, suite, locate_quietly(cfg), html)
+    fp = _host(store, host)
+    d = decide(
+        cfg, store, probe_host(), suite, runtime=locate_quietly(cfg), out_dir=html, host_fingerprint=fp
+    )
     if json_:
-        emit_json({"markdown": str(md), "html": str(page), "routing": str(routing_json)})
+        emit_json({"markdown": str(d.markdown), "html": str(d.html), "routing": str(d.routing_json)})
         return
-    console.print(f"report: {page}\nmarkdown: {md}\nrouting: {routing_json}", highlight=False)
+    console.print(f"report: {d.html}\nmarkdown: {d.markdown}\nrouting: {d.routing_json}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgebench.cli._args import positive
 from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
+from edgebench.cli._progress import EventProgress
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
 from edgebench.models.memory import MemoryPlan, fit_context, parse_kv_layers, plan_memory
 from edgebench.models.registry import list_models, resolve_model
+from edgebench.pipeline.plancheck import BUFFERS, Buffers, PlanCheckRow, check_plans
 from edgebench.runtime.fitparams import Projection, project_memory
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
-from edgebench.runtime.memlog import read_memory_log
 from edgebench.runtime.presets import host_arch, resolve_preset
-from edgebench.runtime.server import ServerFailed, ServerProcess
 from edgebench.setup import ensure_runtime, locate_quietly
-from edgebench.store import Provenance
+from edgebench.textsafe import one_line
 
 __all__ = ["register"]
 
@@ -76,10 +74,13 @@ def plan(
     )
     the_arch, flags = _target(arch, preset)
     if check:
+        targets = [resolve_model(store, model)] if model else list_models(store)
         hold_host(no_wait)
-        rows = _check(
-            state.config.data_dir / "logs", [resolve_model(store, model)] if model else list_models(store)
-        )
+        runtime = ensure_runtime(state.config)
+        with EventProgress() as emit:
+            rows = check_plans(
+                store, runtime, probe_host(), targets, log_dir=state.config.data_dir / "logs", emit=emit
+            )
         if json_:
             emit_json({"check": rows})
             return
@@ -178,88 +179,7 @@ def _render_plan(p: MemoryPlan) -> None:
         console.print(f"note: {n}", highlight=False)
 
 
-def _check(log_dir: Path, models: list[Any]) -> list[dict[str, Any]]:
-    """Start llama-server per grid point, read its own buffer lines, compare with both predictors:
-    the planner and llama.cpp's own projection (llama-fit-params)."""
-    runtime = ensure_runtime(state.config)
-    host = probe_host()
-    fingerprint, flags = host.fingerprint, tuple(host.cpu_flags) or None
-    rows = []
-    for m in models:
-        for ctx in (2048, 8192):
-            if ctx > m.ctx_train:
-                continue
-            for kvt in ("f16", "q8_0"):
-                for fa in ("on", "off"):
-                    if kvt != "f16" and fa == "off":
-                        continue  # quantized V needs flash attention
-                    cfg = RuntimeConfig(threads=2, ctx=ctx, cache_type_k=kvt, cache_type_v=kvt, flash_attn=fa)
-                    p = plan_memory(m, cfg, cpu_flags=flags)
-                    # RSS is sampled right after load, with nothing in the cache: predict that state.
-                    at_load = plan_memory(
-                        m, cfg, tokens_in_cache=1, cpu_flags=flags, checkpoints=0
-                    ).host_total_mib
-                    proj = project_memory(runtime, m.path, cfg)
-                    log = log_dir / f"plan-check-{m.name}-{cfg.key()}.log"
-                    log_dir.mkdir(parents=True, exist_ok=True)
-                    try:
-                        with ServerProcess(runtime, m.path, cfg, log, verbose=True) as srv:
-                            rss = srv.peak_rss_mib
-                    except ServerFailed as exc:
-                        rows.append({"model": m.name, "ctx": ctx, "kv": kvt, "fa": fa, "error": exc.detail})
-                        continue
-                    dev = read_memory_log(log).devices.get("CPU")
-                    meas = {
-                        "model": dev.model_mib if dev else None,
-                        "kv": dev.kv_mib if dev else None,
-                        "compute": dev.compute_mib if dev else None,
-                        "rss": rss,
-                    }
-                    pred = {
-                        "model": p.model_mib,
-                        "kv": p.kv_mib,
-                        "compute": p.compute_mib,
-                        "rss": at_load,
-                    }
-                    # llama.cpp's own projection: its "context" is KV + recurrent state
-                    llama_proj = {
-                        "model": proj.model_mib,
-                        "kv": None if proj.context_mib is None else proj.context_mib - p.recurrent_mib,
-                        "compute": proj.compute_mib,
-                        "rss": None,
-                    }
-                    err = {b: (100 * (pred[b] - mv) / mv if mv else None) for b, mv in meas.items()}
-                    rows.append(
-                        {
-                            "model": m.name,
-                            "ctx": ctx,
-                            "kv": kvt,
-                            "fa": fa,
-                            "predicted": pred,
-                            "measured": meas,
-                            "error_pct": err,
-                            "unverified": p.unverified,
-                            "llama_cpp_projection": llama_proj,
-                            "llama_cpp_projection_error": proj.error,
-                            "llama_cpp_error_pct": {b: _pct(llama_proj[b], mv) for b, mv in meas.items()},
-                        }
-                    )
-                    state.store.put(
-                        "plan_check",
-                        Provenance(
-                            build_id=runtime.build_id, host_fingerprint=fingerprint, model_sha256=m.sha256
-                        ),
-                        {"runtime": cfg.model_dump(mode="json")},
-                        rows[-1],
-                    )
-    return rows
-
-
-def _pct(pred: float | None, meas: float | None) -> float | None:
-    return 100 * (pred - meas) / meas if pred is not None and meas else None
-
-
-def _render_check(rows: list[dict[str, Any]]) -> None:
+def _render_check(rows: list[PlanCheckRow]) -> None:
     t = Table(
         title="planner accuracy: PREDICTED (edgebench planner) and PROJECTED (llama.cpp's llama-fit-params) "
         "vs MEASURED (llama-server's own buffer lines; RSS sampled at load, before any request)",
@@ -268,21 +188,22 @@ def _render_check(rows: list[dict[str, Any]]) -> None:
     for col in ("model", "ctx", "kv", "fa", "source", "model buf", "KV", "compute", "RSS"):
         t.add_column(col)
     for r in rows:
-        if "error" in r:
-            t.add_row(r["model"], str(r["ctx"]), r["kv"], r["fa"], "", f"[red]{r['error']}[/red]", "", "", "")
+        if r.error is not None:
+            err = f"[red]{escape(one_line(r.error, 120))}[/red]"
+            t.add_row(r.model, str(r.ctx), r.kv, r.fa, "", err, "", "", "")
             continue
-        flag = " (unverified arch)" if r.get("unverified") else ""
-        for source, key, ekey in (
-            ("measured", "measured", None),
-            (f"planner{flag}", "predicted", "error_pct"),
-            ("llama.cpp", "llama_cpp_projection", "llama_cpp_error_pct"),
-        ):
+        flag = " (unverified arch)" if r.unverified else ""
+        sources: tuple[tuple[str, Buffers, Buffers], ...] = (
+            ("measured", r.measured, {}),
+            (f"planner{flag}", r.predicted, r.error_pct),
+            ("llama.cpp", r.llama_cpp_projection, r.llama_cpp_error_pct),
+        )
+        for source, vals, errs in sources:
             cells = []
-            for b in ("model", "kv", "compute", "rss"):
-                v = (r.get(key) or {}).get(b)
-                e = (r.get(ekey) or {}).get(b) if ekey else None
+            for b in BUFFERS:
+                v, e = vals.get(b), errs.get(b)
                 cells.append("—" if v is None else f"{v:.1f}" + (f" ({e:+.1f} %)" if e is not None else ""))
-            head = (r["model"], str(r["ctx"]), r["kv"], r["fa"]) if source == "measured" else ("", "", "", "")
+            head = (r.model, str(r.ctx), r.kv, r.fa) if source == "measured" else ("", "", "", "")
             t.add_row(*head, source, *cells)
     console.print(t)
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +10,25 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from edgebench.backends.base import Backend
-from edgebench.backends.managed import ManagedLlamaServer
-from edgebench.backends.openai import OpenAICompatible
 from edgebench.cli._args import positive
-from edgebench.cli._common import NO_WAIT, console, counting_progress, emit_json, hold_host, state
-from edgebench.config import BackendConfig, Config
+from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
+from edgebench.cli._progress import EventProgress
 from edgebench.errors import ConfigError, EdgebenchError
-from edgebench.host.probe import HostInfo, probe_host
-from edgebench.measure.sweep import serving_config
+from edgebench.host.probe import probe_host
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
+from edgebench.pipeline.quality import StartFailure, run_quality
 from edgebench.quality import sandbox
-from edgebench.quality.runner import STAGE, QualityResult, QualitySettings, Target, run_suite
-from edgebench.quality.score import SuiteScore, compare, score
-from edgebench.quality.suite import Suite, list_suites, load_suite
-from edgebench.runtime.locate import Runtime
+from edgebench.quality.runner import STAGE, QualityResult, QualitySettings
+from edgebench.quality.score import SuiteScore, compare
+from edgebench.quality.suite import list_suites, load_suite
+from edgebench.runtime.proc import ExitCause
 from edgebench.runtime.server import ServerFailed
 from edgebench.setup import ensure_models, ensure_runtime
-from edgebench.store import Provenance, Store
+from edgebench.store import Store
+from edgebench.textsafe import one_line
 
-__all__ = ["app", "managed_target", "render_score", "run_with_progress"]
+__all__ = ["app", "render_failures", "render_score"]
 
 
 class _DefaultToRun(TyperGroup):
@@ -57,27 +52,6 @@ app = typer.Typer(
 def _quality(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
         ctx.invoke(quality_run)
-
-
-def _remote(cfg: Config, name: str, host: HostInfo, timeout: float, stall: float) -> tuple[Backend, Target]:
-    spec: BackendConfig | None = next((b for b in cfg.backends if b.name == name), None)
-    if spec is None:
-        known = ", ".join(b.name for b in cfg.backends) or "none configured"
-        raise ConfigError(f"--backend {name!r}: not in the config's [[backends]] (known: {known})")
-    key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-    backend = OpenAICompatible(
-        spec.name,
-        spec.url,
-        model=spec.model,
-        api_key=key,
-        max_ctx=spec.max_ctx,
-        timeout_s=timeout,
-        stall_s=stall,
-    )
-    ident = hashlib.sha256(f"{spec.kind}|{spec.url}|{spec.model}".encode()).hexdigest()
-    prov = Provenance(build_id=f"remote:{spec.kind}", host_fingerprint=host.fingerprint, model_sha256=ident)
-    label = f"{spec.name}:{spec.model}" if spec.model else spec.name
-    return backend, Target(label=label, mode="chat", provenance=prov, backend_id=f"{spec.name}|{spec.url}")
 
 
 @app.command("run")
@@ -114,69 +88,48 @@ def quality_run(
     named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
     hold_host(no_wait)
     host = probe_host()
-    scores: list[SuiteScore] = []
-    jobs: list[tuple[str, Any]] = [("remote", b) for b in backend]
+    runtime = None
+    local: list[ModelInfo] = []
     if models or not backend:
         runtime = ensure_runtime(cfg)
-        targets = named or ensure_models(cfg, store)
-        jobs = [("local", (runtime, m)) for m in targets] + jobs
-    for kind, job in jobs:
-        with ExitStack() as stack:
-            if kind == "remote":
-                be, target = _remote(cfg, job, host, timeout, stall)
-                stack.callback(be.close)
-            else:
-                be, target = managed_target(stack, cfg, store, host, job[0], job[1], timeout, stall)
-            results = run_with_progress(store, be, target, s, settings)
-        scores.append(score(results))
-    if json_:
-        emit_json({"suite": s.name, "digest": s.digest, "settings": settings, "scores": scores})
-        return
-    for sc in scores:
-        render_score(sc)
-
-
-def managed_target(
-    stack: ExitStack,
-    cfg: Config,
-    store: Store,
-    host: HostInfo,
-    runtime: Runtime,
-    model: ModelInfo,
-    timeout: float,
-    stall: float,
-) -> tuple[Backend, Target]:
-    rc = serving_config(store, model, host).model_copy(update={"ctx": 4096})
-    mgr = ManagedLlamaServer(runtime, model, rc, cfg.data_dir / "logs", timeout_s=timeout, stall_s=stall)
-    try:
-        be = stack.enter_context(mgr)
-    except ServerFailed as exc:
-        raise ConfigError(f"llama-server for {model.name} did not start: {exc.detail}") from exc
-    prov = Provenance(build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=model.sha256)
-    return be, Target(
-        label=model.name,
-        mode="chat" if model.chat_template else "completion",
-        provenance=prov,
-        backend_id=f"llama-server|{rc.key()}",
-    )
-
-
-def run_with_progress(
-    store: Store, be: Backend, target: Target, s: Suite, settings: QualitySettings
-) -> list[QualityResult]:
-    prompts = sum(len(i.prompts()) if settings.variants else 1 for i in s.items)
-    total = prompts * (settings.samples + 1)
-    with counting_progress() as bar:
-        task = bar.add_task(f"{target.label} · {s.name}", total=total)
-        return run_suite(
+        local = named or ensure_models(cfg, store)
+    with EventProgress() as emit:
+        run = run_quality(
+            cfg,
             store,
-            be,
-            target,
+            host,
             s,
             settings,
-            on_result=lambda r: bar.update(
-                task, advance=1, description=f"{target.label} · {r.item} v{r.variant} s{r.sample}"[:70]
-            ),
+            runtime=runtime,
+            models=local,
+            backends=backend,
+            timeout_s=timeout,
+            stall_s=stall,
+            emit=emit,
+        )
+    if json_:
+        emit_json(run)
+    else:
+        for sc in run.scores:
+            render_score(sc)
+        render_failures(run.failed)
+    if not run.complete:  # the others were scored; the exit code says not everything was
+        f = run.failed[0]
+        more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
+        raise ServerFailed(
+            ExitCause(f.cause),
+            f"{f.model}: llama-server did not start: {f.detail}{more}; stored, the other targets were scored",
+            f.log_tail,
+        )
+
+
+def render_failures(failed: list[StartFailure]) -> None:
+    for f in failed:
+        why = "retried on the next run" if f.transient else "stored as this config's result"
+        console.print(
+            f"quality: {f.model}: llama-server did not start ({f.cause}: {one_line(f.detail, 200)}); {why}",
+            markup=False,
+            highlight=False,
         )
 
 

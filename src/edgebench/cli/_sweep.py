@@ -6,36 +6,25 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from rich.progress import TaskID
+from rich.markup import escape
 from rich.table import Table
 
 from edgebench.cli._args import int_list, out_file, positive, word_list
-from edgebench.cli._common import (
-    NO_WAIT,
-    console,
-    counting_progress,
-    emit_json,
-    err_console,
-    hold_host,
-    state,
-)
+from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
+from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
-from edgebench.config import Config
 from edgebench.errors import ConfigError
-from edgebench.host.probe import HostInfo, probe_host
-from edgebench.measure.crosscheck import ServerCheck
-from edgebench.measure.search import SweepOutcome, plan_size
-from edgebench.measure.space import SweepSpace, default_space
-from edgebench.measure.sweep import crosscheck_best, export_jsonl, recommended, sweep_model
-from edgebench.measure.throughput import MeasureSettings, ThroughputResult
-from edgebench.models.gguf import ModelInfo
+from edgebench.host.probe import probe_host
+from edgebench.measure.space import default_space
+from edgebench.measure.sweep import export_jsonl
+from edgebench.measure.throughput import ThroughputResult
 from edgebench.models.registry import resolve_model
+from edgebench.pipeline.sweep import SweepReport, settings_for, sweep_models
 from edgebench.runtime.flags import KV_TYPES
-from edgebench.runtime.locate import Runtime
 from edgebench.setup import ensure_models, ensure_runtime
-from edgebench.store import Store
+from edgebench.textsafe import one_line
 
-__all__ = ["register", "render_outcome", "settings_for", "sweep_with_progress"]
+__all__ = ["register", "render_outcome"]
 
 
 def sweep(
@@ -96,20 +85,22 @@ def sweep(
     store.put_host(host.fingerprint, host)
     store.put_runtime(runtime.build_id, runtime)
     settings = settings_for(cfg, host, ci=ci, max_reps=max_reps, timeout=timeout)
-    outcomes = sweep_with_progress(
-        store,
-        runtime,
-        host,
-        targets,
-        space,
-        settings,
-        mode,
-        server_check=server_check,
-        log_dir=cfg.data_dir / "logs",
-    )
+    with EventProgress() as emit:
+        reports = sweep_models(
+            store,
+            runtime,
+            host,
+            targets,
+            space,
+            settings,
+            mode,
+            server_check=server_check,
+            log_dir=cfg.data_dir / "logs",
+            emit=emit,
+        )
     if export is not None:
         try:
-            n = export_jsonl([r for _, o, _ in outcomes for r in o.results], export)
+            n = export_jsonl([r for rep in reports for r in rep.results], export)
         except OSError as exc:  # checked before the sweep; the disk can still fill up
             raise ConfigError(
                 f"--export {export}: cannot write ({exc.strerror or exc}); the results are stored: "
@@ -122,83 +113,12 @@ def sweep(
                 "host": {"fingerprint": host.fingerprint, "bandwidth_gbs": host.bandwidth_gbs},
                 "build_id": runtime.build_id,
                 "space": space,
-                "models": [
-                    {
-                        "model": m.name,
-                        "sha256": m.sha256,
-                        "search": o.search,
-                        "grid_size": o.grid_size,
-                        "measured": o.measured,
-                        "best_pp": o.best_pp,
-                        "best_tg": o.best_tg,
-                        "best_threads_pp": o.best_threads_pp,
-                        "best_threads_tg": o.best_threads_tg,
-                        "recommended": recommended(o),
-                        "server_check": c,
-                        "results": o.results,
-                    }
-                    for m, o, c in outcomes
-                ],
+                "models": reports,  # the same typed records the tables below are drawn from
             }
         )
         return
-    for m, o, c in outcomes:
-        render_outcome(m, o, c, host.bandwidth_gbs)
-
-
-Outcome = tuple[ModelInfo, SweepOutcome, ServerCheck | None]
-
-
-def sweep_with_progress(
-    store: Store,
-    runtime: Runtime,
-    host: HostInfo,
-    targets: list[ModelInfo],
-    space: SweepSpace,
-    settings: MeasureSettings,
-    mode: Literal["adaptive", "grid"],
-    *,
-    server_check: bool,
-    log_dir: Path,
-) -> list[Outcome]:
-    """The sweep stage for every model, with one progress bar (and ETA) per model."""
-    outcomes: list[Outcome] = []
-    with counting_progress() as bar:
-        for m in targets:
-            task = bar.add_task(f"{m.name}", total=plan_size(space, mode))
-
-            def _tick(r: ThroughputResult, task: TaskID = task, name: str = m.name) -> None:
-                bar.update(task, advance=1, description=f"{name} {r.config.label()} {r.test}"[:70])
-
-            out = sweep_model(store, runtime, host, m, space, settings, mode, on_result=_tick)
-            bar.update(task, completed=bar.tasks[task].total or 0)
-            check = None
-            if server_check:
-                bar.update(task, description=f"{m.name}: llama-server cross-check")
-                check = crosscheck_best(
-                    store, runtime, host, m, out, n_prompt=space.n_prompt, n_gen=space.n_gen, log_dir=log_dir
-                )
-            outcomes.append((m, out, check))
-    return outcomes
-
-
-def settings_for(
-    cfg: Config,
-    host: HostInfo,
-    *,
-    ci: float | None = None,
-    max_reps: int | None = None,
-    timeout: float | None = None,
-) -> MeasureSettings:
-    # The RSS watchdog stops a config before the kernel OOM killer picks a victim for us.
-    return MeasureSettings(
-        ci_target=ci or cfg.sweep.ci_target,
-        max_reps=max(max_reps or cfg.sweep.max_reps, cfg.sweep.min_processes),
-        reps_per_process=cfg.sweep.reps_per_process,
-        min_processes=cfg.sweep.min_processes,
-        timeout_s=timeout or cfg.sweep.timeout_s,
-        rss_limit_mib=max(256.0, cfg.budgets.usable_mib(host.ram_total_mib)),
-    )
+    for rep in reports:
+        render_outcome(rep, host.bandwidth_gbs)
 
 
 def _ts(r: ThroughputResult) -> str:
@@ -207,9 +127,10 @@ def _ts(r: ThroughputResult) -> str:
     return f"{r.mean_ts:.2f} ± {r.sd_ts or 0:.2f}"
 
 
-def render_outcome(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: float | None) -> None:
+def render_outcome(o: SweepReport, bw: float | None) -> None:
+    c = o.server_check
     t = Table(
-        title=f"{m.name} · {gib(m.file_size)} · {m.params / 1e6:.0f} M params · {m.quant} "
+        title=f"{o.model} · {gib(o.file_size)} · {o.params / 1e6:.0f} M params · {o.quant} "
         f"({o.search}: {o.measured} of {o.grid_size} grid runs; measured on this host)",
         title_justify="left",
     )
@@ -231,7 +152,7 @@ def render_outcome(m: ModelInfo, o: SweepOutcome, c: ServerCheck | None, bw: flo
     for r in sorted(o.results, key=lambda r: (r.depth, r.kind, -(r.mean_ts or 0))):
         p = r.point
         eff = f"{r.efficiency:.0%}" if r.efficiency is not None else ""
-        status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {r.cause[:60]}"
+        status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {escape(one_line(r.cause, 60))}"
         if r.drift:
             status += " [yellow]drift↓[/yellow]"
         t.add_row(

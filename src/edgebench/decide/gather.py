@@ -16,7 +16,7 @@ from edgebench.measure.context import ContextTrial
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck
 from edgebench.measure.search import best_of
-from edgebench.measure.sweep import stored_results
+from edgebench.measure.serving import stored_results
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import plan_memory
 from edgebench.models.registry import list_models
@@ -24,7 +24,7 @@ from edgebench.quality.runner import STAGE as QUALITY_STAGE
 from edgebench.quality.runner import QualityResult
 from edgebench.quality.score import score
 from edgebench.runtime.flags import RuntimeConfig
-from edgebench.store import Store
+from edgebench.store import Row, Store
 
 __all__ = ["gather", "is_requantized"]
 
@@ -70,21 +70,29 @@ def _predicted(m: ModelInfo, cfg: RuntimeConfig, ctx: int) -> MemoryEstimate | N
     )
 
 
-def gather(cfg: Config, store: Store, suite: str | None = None) -> list[ModelEvidence]:
+def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | None) -> list[ModelEvidence]:
+    """Evidence measured on host fingerprint `host` only: a store holding rows from several boards
+    (pooled results) never mixes them into one decision. `host=None` reads every host (tests)."""
+
+    def here(r: Row) -> bool:
+        return host is None or r.provenance.host_fingerprint == host
+
     quality: dict[str, list[QualityResult]] = defaultdict(list)
     for r in store.rows(QUALITY_STAGE):
+        if not here(r):
+            continue
         q = QualityResult.model_validate(r.record)
         if suite is None or q.suite == suite:
             quality[q.target].append(q)
     checks: dict[str, ServerCheck] = {}
     contexts: dict[str, list[ContextTrial]] = defaultdict(list)
-    for r in store.rows(CHECK_STAGE):
+    for r in filter(here, store.rows(CHECK_STAGE)):
         checks[r.provenance.model_sha256] = ServerCheck.model_validate(r.record)
-    for r in store.rows(CONTEXT_STAGE):
+    for r in filter(here, store.rows(CONTEXT_STAGE)):
         contexts[r.provenance.model_sha256].append(ContextTrial.model_validate(r.record))
     out = []
     for m in list_models(store):
-        results = stored_results(store, m.sha256)
+        results = stored_results(store, m.sha256, host)
         bp, bt = best_of(results, "pp", 0), best_of(results, "tg", 0)
         qs = quality.pop(m.name, [])
         if suite is None and qs:  # one suite per model: the one it ran most

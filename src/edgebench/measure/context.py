@@ -76,6 +76,9 @@ class ContextProbe(BaseModel):
     model: str
     kv: str
     stable_ctx: int | None  # a lower bound when `incomplete`
+    sha256: str = ""
+    file_size: int = 0
+    bpw: float = 0.0
     trials: list[ContextTrial]
     incomplete: str | None = None  # why the search stopped early (a transient failure)
 
@@ -287,6 +290,9 @@ def probe_context(
         model=model.name,
         kv=base.cache_type_k,
         stable_ctx=best,
+        sha256=model.sha256,
+        file_size=model.file_size,
+        bpw=model.bpw,
         trials=[trials[c] for c in sorted(trials)],
         incomplete=incomplete,
     )

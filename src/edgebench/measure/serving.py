@@ -93,7 +93,7 @@ def serving_runtime(
     tb = pp.threads if cfg.cpus is None else min(pp.threads, len(cfg.cpus))  # inside decode's CPU set
     return cfg.model_copy(
         update={
-            "threads_batch": tb if tb != cfg.threads else None,
+            "threads_batch": tb,  # explicit even when equal to -t: the spec says what was measured
             "ubatch": pp.ubatch,
             "batch": max(cfg.batch, pp.ubatch),
         }

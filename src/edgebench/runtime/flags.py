@@ -27,6 +27,7 @@ __all__ = [
     "KV_TYPES",
     "BenchTest",
     "Dialect",
+    "FlashAttn",
     "RuntimeConfig",
     "bench_argv",
     "cpu_list",

@@ -18,6 +18,7 @@ from types import TracebackType
 import httpx
 import psutil
 
+from edgebench.errors import EdgebenchError
 from edgebench.runtime import proc
 from edgebench.runtime.flags import RuntimeConfig, server_argv
 from edgebench.runtime.locate import Runtime
@@ -28,8 +29,9 @@ PORT_ATTEMPTS = 3  # a port taken between free_port() and the bind: try another,
 _BIND_FAILED = re.compile(r"couldn't bind|address already in use|failed to bind", re.IGNORECASE)
 
 
-class ServerFailed(Exception):
-    """The server exited or never became ready; `cause` classifies it like any other run."""
+class ServerFailed(EdgebenchError):
+    """The server exited or never became ready; `cause` classifies it like any other run. Stages
+    store it as a failed row; reaching the CLI it is one line like any other error."""
 
     def __init__(self, cause: proc.ExitCause, detail: str, log_tail: str) -> None:
         super().__init__(f"llama-server {cause.value}: {detail}")
