@@ -253,6 +253,12 @@ def test_abort_keeps_the_assert_not_gdb_noise() -> None:
     assert "GGML_ASSERT" in detail
 
 
+def test_ggml_abort_message_beats_the_backtrace() -> None:
+    text = "/src/ggml/src/ggml-cpu/ops.cpp:4321: fatal error\n" + GDB_ABORT.split("\n", 1)[1]
+    _, detail = classify_exit(-6, text)
+    assert "ops.cpp:4321: fatal error" in detail
+
+
 def test_exception_keeps_what() -> None:
     text = "terminate called after throwing an instance of 'std::runtime_error'\n  what():  bad tensor\n"
     _, detail = classify_exit(-6, text)
@@ -308,7 +314,7 @@ cnt = os.path.join(d, "count")
 n = int(open(cnt).read()) if os.path.exists(cnt) else 0
 open(cnt, "w").write(str(n + 1))
 if n >= 3:  # the first point's three processes answer; the next one hangs
-    open(os.path.join(d, "slow"), "w").write("x")
+    open(os.path.join(d, "slow"), "w").write(str(os.getpid()))
     time.sleep(120)
 row = {"n_prompt": g("-p"), "n_gen": g("-n"), "n_depth": g("-d"), "avg_ts": 100.0, "stddev_ts": 1.0,
        "samples_ts": [100.0 + i for i in range(g("-r"))]}
@@ -339,6 +345,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_keeps_results(tmp_path: Path) -> N
             p.communicate()
     assert p.returncode == 130
     assert err.strip() == "edgebench: error: interrupted"
+    assert _wait_dead(int((tmp_path / "slow").read_text()))  # the hanging llama-bench went with it
     store = Store(tmp_path / "data" / "edgebench.sqlite")
     assert store.count("throughput") == 1  # the point measured before the interrupt is kept
     assert not math.isnan(next(iter(store.rows("throughput"))).record["mean_ts"])

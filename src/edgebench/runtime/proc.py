@@ -149,7 +149,8 @@ _NOISE = re.compile(
 # failure. The first match of the best kind wins: the root cause comes before its consequences
 # ("error loading model: key … has wrong type" before "exiting due to model loading error").
 _REASONS = (
-    re.compile(r"GGML_ASSERT|GGML_ABORT|\bwhat\(\):"),
+    # ggml_abort prints "file.c:line: message" (GGML_ASSERT(...) failed, or GGML_ABORT's text)
+    re.compile(r"GGML_ASSERT|GGML_ABORT|\bwhat\(\):|^\S+\.(c|cc|cpp|cu|h|m):\d+: "),
     re.compile(r"terminate called|\berror\b\s*:|error loading|exception", re.IGNORECASE),
     re.compile(r"\b(failed|cannot|unable|invalid|not supported|no such)\b", re.IGNORECASE),
 )
