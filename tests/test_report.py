@@ -127,3 +127,16 @@ def test_sections_without_data_say_not_measured_yet(tmp_path: Path) -> None:
     assert "not measured yet" in md.read_text()
     _, empty_html = _render([], tmp_path / "empty")
     assert tuple(_sections(empty_html.read_text())) == SECTION_IDS
+
+
+def test_thread_axes_have_integer_ticks() -> None:
+    from edgebench.report.plots import thread_scaling
+
+    ev = [e.model_copy(update={"throughput": _sweep(e.name, 10, 5)}) for e in seed_like()[:1]]
+    ev = [e.model_copy(update={"throughput": [t for t in e.throughput if t.config.threads in (1, 2)]}) for e in ev]
+    svg = thread_scaling(ev)
+    assert svg is not None
+    blocks = re.split(r'<g id="threads-(?=[xy]tick_)', svg)[1:]
+    xticks = [m for b in blocks if b.startswith("xtick_") for m in re.findall(r">([^<>]+)</text>", b)]
+    numbers = [t.strip() for t in xticks if re.fullmatch(r"\s*[0-9.]+\s*", t)]
+    assert numbers and all(t.isdigit() for t in numbers), numbers  # 1, 2 — never 1.25 or 1.5

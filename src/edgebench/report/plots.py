@@ -16,6 +16,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from edgebench.decide.evidence import ModelEvidence
 from edgebench.decide.rank import Ranking
@@ -107,6 +108,7 @@ def thread_scaling(evidence: list[ModelEvidence]) -> str | None:
                 _series(ax, list(best), list(best.values()), f"KV {kv}", f"data-threads-{r}-{kind}-{i}")
             ax.set_title(f"{name}: {kind} (measured)", fontsize=9)
             ax.set_xlabel("threads")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "1.5 threads" ticks
             ax.set_ylabel("tokens/s")
             if by_kv:
                 ax.legend(fontsize=7)
