@@ -60,19 +60,15 @@ def _wait_dead(pid: int, within_s: float = 5) -> bool:
 def test_grandchild_holding_the_pipes_does_not_outlive_the_run(tmp_path: Path) -> None:
     # The leader exits at once; before, communicate() waited for the backgrounded sleep (300 s).
     fake = write_script(tmp_path / "fake_llama_bench", "#!/bin/sh\nsleep 300 &\necho $!\necho '[]'\nexit 0\n")
-    t0 = time.monotonic()
-    r = proc.run([str(fake)], timeout_s=2)
-    assert time.monotonic() - t0 < 30  # did not hang (was: until the grandchild's sleep ended)
-    assert r.ok and "[]" in r.stdout
+    r = proc.run([str(fake)], timeout_s=20)
+    assert r.ok and "[]" in r.stdout  # not a timeout: run() did not wait for the grandchild
     assert _wait_dead(int(r.stdout.split()[0]))
 
 
 def test_grandchild_holding_the_pipes_merged_path(tmp_path: Path) -> None:
     fake = write_script(tmp_path / "fake_cmake", "#!/bin/sh\nsleep 300 &\necho $!\necho step\nexit 0\n")
     seen: list[str] = []
-    t0 = time.monotonic()
-    r = proc.run([str(fake)], timeout_s=2, on_line=seen.append)
-    assert time.monotonic() - t0 < 30
+    r = proc.run([str(fake)], timeout_s=20, on_line=seen.append)
     assert r.ok and "step" in seen
     assert _wait_dead(int(seen[0]))
 
@@ -82,7 +78,7 @@ def test_timeout_holds_when_a_grandchild_left_the_group(tmp_path: Path) -> None:
     # run() stops reading instead of waiting for it.
     fake = write_script(tmp_path / "fake_llama_bench", "#!/bin/sh\nsetsid sleep 300 &\necho $!\nsleep 300\n")
     t0 = time.monotonic()
-    r = proc.run([str(fake)], timeout_s=1.5)
+    r = proc.run([str(fake)], timeout_s=3)
     try:
         assert time.monotonic() - t0 < 30
         assert r.cause is ExitCause.TIMEOUT
