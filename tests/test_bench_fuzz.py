@@ -43,9 +43,16 @@ CAT = 'cat "$OUT"'
 
 class Case:
     def __init__(
-        self, name: str, out: bytes = b"", sh: str = CAT, expect: str | None = "invalid-output"
+        self,
+        name: str,
+        out: bytes = b"",
+        sh: str = CAT,
+        expect: str | None = "invalid-output",
+        *,
+        hangs: bool = False,  # some process of the case hangs: measured with the short timeout
     ) -> None:
         self.name, self.out, self.sh, self.expect = name, out, sh, expect
+        self.hangs = hangs or expect == "timeout"
 
 
 def _json(obj: Any) -> bytes:
@@ -187,6 +194,9 @@ def cases() -> list[Case]:
     out.append(Case("grandchild holds pipes, leader hangs", sh="sleep 30 & sleep 30", expect="timeout"))
     out.append(Case("grandchild ignores TERM", sh="(trap '' TERM; sleep 30) & sleep 30", expect="timeout"))
     out.append(Case("big garbage", out=b"x" * (4 << 20)))
+    # Fails, then hangs in the -v re-run that asks llama.cpp why: bounded by the same timeout.
+    hang_on_v = 'case "$*" in *" -v"*) sleep 30;; esac; echo "error: no" >&2; exit 1'
+    out.append(Case("failure whose diagnosis hangs", sh=hang_on_v, expect="failed", hangs=True))
     return out
 
 
@@ -221,7 +231,7 @@ def _measurer(store: Store, root: Path, tag: str, case: Case, model_path: Path) 
         write_tiny_llama(model_path)
     rt = fake_runtime(fake_bin_dir(root / tag, case.sh, stdout=case.out), build_id=f"fake-{tag}")
     host = probe_host(FIXTURES / "sysfs" / "rpi5")
-    timeout = HANG_TIMEOUT_S if case.expect == "timeout" else TIMEOUT_S
+    timeout = HANG_TIMEOUT_S if case.hangs else TIMEOUT_S
     settings = MeasureSettings(timeout_s=timeout, min_processes=3, reps_per_process=2)
     return PointMeasurer(
         store, rt, host, read_model_info(model_path), settings, sysroot=FIXTURES / "sysfs" / "rpi5"
@@ -234,11 +244,14 @@ def test_fuzz_bench_outputs_through_the_measurer(tmp_path: Path) -> None:
     problems: list[str] = []
     t0 = time.monotonic()
     for i, case in enumerate(CASES):
+        t_case = time.monotonic()
         try:
             res = _measurer(store, tmp_path, str(i), case, model).measure(_POINT, TEST)
         except Exception as exc:  # an internal error: the sweep would have stopped here
             problems.append(f"{case.name}: raised {type(exc).__name__}: {exc}"[:300])
             continue
+        if case.hangs and time.monotonic() - t_case > 60:  # a few 2 s timeouts, not a hang
+            problems.append(f"{case.name}: took {time.monotonic() - t_case:.0f} s")
         if res.status == "ok":
             problems.append(f"{case.name}: stored as ok")
         if case.expect is not None and res.status != case.expect:

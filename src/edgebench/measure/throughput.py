@@ -33,6 +33,7 @@ from edgebench.store import Provenance, Store, result_key
 __all__ = ["STAGE", "MeasureSettings", "PointMeasurer", "ThermalSnap", "ThroughputResult"]
 
 STAGE = "throughput"
+VERSION = 1  # record schema version (edgebench.stages); params' "ci" already marks the CI method
 TRANSIENT_NOTE = "not the config's doing: retried on the next run"
 
 
@@ -158,7 +159,7 @@ class PointMeasurer:
     def stored(self, point: Point, test: BenchTest) -> ThroughputResult | None:
         key, _ = result_key(STAGE, self.prov, self.params(point, test))
         row = self.store.get(key)
-        if row is None or row.record.get("transient"):
+        if row is None or row.version != VERSION or row.record.get("transient"):
             return None
         return ThroughputResult.model_validate({**row.record, "resumed": True})
 
@@ -169,7 +170,7 @@ class PointMeasurer:
                 self.on_result(cached)
             return cached
         res = self._run(point, test)
-        self.store.put(STAGE, self.prov, self.params(point, test), res, status=res.status)
+        self.store.put(STAGE, self.prov, self.params(point, test), res, status=res.status, version=VERSION)
         self.measured += 1
         if self.on_result:
             self.on_result(res)
@@ -200,7 +201,9 @@ class PointMeasurer:
                 if out.status in TRANSIENT:
                     break  # not llama.cpp's doing: no -v diagnosis, and the next run retries
                 if "failed to create context" in out.detail or out.status is ExitCause.FAILED:
-                    why = diagnose_failure(self.runtime, self.model.path, cfg, test)
+                    why = diagnose_failure(  # one -v re-run, within the user's timeout too
+                        self.runtime, self.model.path, cfg, test, timeout_s=min(120.0, st.timeout_s)
+                    )
                     if why:
                         status, cause = "unsupported", why
                 break
