@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -600,20 +601,23 @@ def test_bwrap_that_cannot_create_namespaces_is_no_isolation(
 ) -> None:
     from edgebench.quality import sandbox
 
-    fake = tmp_path / "bwrap"
+    shared = Path(tempfile.mkdtemp(prefix="edgebench-fake-bwrap-"))  # as root, a dropped uid runs bwrap
+    shared.chmod(0o755)
+    fake = shared / "bwrap"
     fake.write_text(
         "#!/bin/sh\necho 'bwrap: No permissions to creating new namespace, likely because the kernel does "
         "not allow non-privileged user namespaces.' >&2\nexit 1\n"
     )
     fake.chmod(0o755)
     monkeypatch.setattr(sandbox, "BWRAP", str(fake))
-    monkeypatch.setattr(sandbox, "_broken", {})
+    monkeypatch.setattr(sandbox, "_probed", {})
     monkeypatch.setattr(sandbox, "_allowed", False)
     first = grade("def add(a, b):\n    return a + b\n", "add", ADD_TESTS)
     assert first.failure is F.UNSANDBOXED
     assert "No permissions to creating new namespace" in first.detail
     again = grade("def add(a, b):\n    return a + b\n", "add", ADD_TESTS)  # remembered, not retried
     assert again.failure is F.UNSANDBOXED and "namespace" in again.detail
+    shutil.rmtree(shared)
 
 
 # --- what a hidden test may contain --------------------------------------------------------------
@@ -727,10 +731,53 @@ def test_allow_unsandboxed_in_the_config_and_on_the_command_line(tmp_path: Path)
     plain.write_text("[run]\nsamples = 0\n")
     assert load_config(allowed).quality.allow_unsandboxed is True
     assert load_config(plain).quality.allow_unsandboxed is False  # refusing is the default
-    done = subprocess.run(
-        [sys.executable, "-m", "edgebench", "quality", "run", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "--allow-unsandboxed" in done.stdout
+    import inspect
+
+    from edgebench.cli._quality import quality_run
+
+    option = inspect.signature(quality_run).parameters["allow_unsandboxed"].default
+    assert option.default is False and "--allow-unsandboxed" in option.param_decls
+
+
+def test_a_readable_interpreter_gets_a_user_namespace_that_cannot_nest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With an interpreter any uid can read (a system python; here the venv's lives under /root,
+    # 0700), bwrap itself runs unprivileged, also as root: the code is nobody in a user namespace
+    # that refuses further ones (its whole kernel attack surface of unshare(CLONE_NEWUSER) gone).
+    from edgebench.quality import sandbox
+
+    system = Path("/usr/bin/python3")
+    if not sandbox._others_can_read(os.path.realpath(sys.base_prefix)):
+        if not system.exists():
+            pytest.skip("no interpreter readable by other users on this machine")
+        monkeypatch.setattr(sys, "base_prefix", "/usr")
+        monkeypatch.setattr(sandbox, "_interpreter", lambda: str(system))
+    code = """
+        import os, subprocess
+        def probe():
+            nested = subprocess.run(['unshare', '-U', 'true'], capture_output=True).returncode
+            return [os.getuid(), nested != 0]
+        """
+    verdict = grade(code, "probe", ["assert probe() == [65534, True]"])
+    assert verdict.passed, verdict.detail
+
+
+def test_the_code_cannot_switch_the_sandbox_off_for_later_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Erasing the runner's report and printing a bwrap-like error must not read as "no isolation
+    # here": that would dodge this verdict and, with allow_unsandboxed, run later replies unisolated.
+    from edgebench.quality import sandbox
+
+    monkeypatch.setattr(sandbox, "_allowed", True)
+    code = """
+        import os, sys
+        open('/out/results.jsonl', 'w').close()
+        sys.stderr.write('bwrap: No permissions to creating new namespace\\n')
+        sys.stderr.flush()
+        os._exit(1)
+        """
+    verdict = grade(code, "add", ADD_TESTS)
+    assert verdict.failure is F.WRONG, verdict
+    assert "WITHOUT" not in verdict.detail
+    later = grade("import os\ndef add(a, b):\n    return a + b + (os.getuid() == 0)\n", "add", ADD_TESTS)
+    assert later.passed and "WITHOUT" not in later.detail, later.detail

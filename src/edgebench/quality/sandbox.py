@@ -8,13 +8,15 @@ strictly into builtin values (`_sandbox_runner.decode`).
 Inside bubblewrap the code has its own mount, pid, network, ipc and uts namespaces: no network
 (a private loopback), no view of other processes, read-only /usr, /lib*, /bin and the
 interpreter's prefix, a private size-capped /tmp and /dev/shm, its own /proc, an empty
-environment, a new session, and it dies with its parent. It runs unprivileged: as root, bwrap
-sets the namespaces up and `setpriv` drops to a throwaway uid with no capabilities and
-no_new_privs; as any other user, bwrap maps it to 65534 in a user namespace that cannot create
-further ones. Limits: address space, CPU seconds, file size and core size through
-`runtime.proc.run`'s rlimits, the process count (set by the runner, see there), the wall time
-(`timeout_s`, the whole process group is killed), and the output, which goes to a log file the
-file-size limit caps, not into the checker's memory.
+environment, a new session, and it dies with its parent. It runs unprivileged: bwrap maps it
+to 65534 in a user namespace that cannot create further ones; as root, `setpriv` first drops to
+a throwaway uid (no capabilities, no_new_privs) that then runs bwrap so, or, when that uid cannot
+read the interpreter (a pyenv under /root), bwrap sets up as root and setpriv drops inside. Whether
+bwrap works here is probed once with a trusted one-liner, never inferred from a model's run.
+Limits: address space, CPU seconds, file size and core size through `runtime.proc.run`'s rlimits,
+the process count (set by the runner, see there), the wall time (`timeout_s`, the whole process
+group is killed), and the output, which goes to a log file the file-size limit caps, not into the
+checker's memory.
 
 Where bwrap is missing or cannot create namespaces (user namespaces disabled), code is not run
 unless the user allowed unsandboxed execution (`[quality] allow_unsandboxed`,
@@ -36,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.errors import EdgebenchError
 from edgebench.quality import _sandbox_runner
 from edgebench.runtime import proc
 from edgebench.textsafe import one_line
@@ -91,7 +94,10 @@ class SandboxRun(BaseModel):
 
 
 _allowed = False
-_broken: dict[str, str] = {}  # bwrap path -> why it cannot isolate here (asked once per process)
+# bwrap path -> why it cannot isolate here (None: it can), from a probe with no model code in it:
+# a model's run must not be able to tell us "bwrap failed" and so switch isolation off for later ones.
+_probed: dict[str, str | None] = {}
+_PROBE_MARK = "edgebench-sandbox-ok"
 
 
 def allow_unsandboxed(allowed: bool = True) -> None:
@@ -111,7 +117,35 @@ def isolation_problem() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     if os.geteuid() == 0 and shutil.which(SETPRIV) is None:
         return "setpriv (util-linux) is not installed: root cannot be dropped inside the sandbox"
-    return _broken.get(bwrap)
+    if bwrap not in _probed:
+        _probed[bwrap] = _probe()
+    return _probed[bwrap]
+
+
+def _probe() -> str | None:
+    """Start the sandbox once with a trusted one-liner: does bwrap set up its namespaces here?"""
+    with tempfile.TemporaryDirectory(prefix="edgebench-probe-") as tmp:
+        jobdir, outdir = Path(tmp) / "job", Path(tmp) / "out"
+        jobdir.mkdir(mode=0o755)
+        outdir.mkdir(mode=0o755)
+        uid = None
+        if os.geteuid() == 0:
+            uid = _THROWAWAY_UIDS[0] + secrets.randbelow(_THROWAWAY_UIDS[1])
+            Path(tmp).chmod(0o711)
+        inner = [_interpreter(), "-I", "-S", "-c", f"print({_PROBE_MARK!r})"]
+        try:
+            res = proc.run(
+                _bwrap_argv(str(jobdir), str(outdir), uid, inner),
+                env={"PATH": os.defpath, "LANG": "C.UTF-8"},
+                inherit_env=False,
+                timeout_s=30,
+            )
+        except EdgebenchError as exc:  # could not even be started
+            return one_line(str(exc), 200)
+    if _PROBE_MARK in res.stdout:
+        return None
+    said = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    return one_line(said[-1] if said else f"bwrap: {res.detail}", 200)
 
 
 def run_calls(
@@ -139,16 +173,7 @@ def run_calls(
         ],
     }
     with tempfile.TemporaryDirectory(prefix="edgebench-code-") as tmp:
-        run = _run_job(Path(tmp), job, isolation, timeout_s, memory_mb)
-    if run.status == "unsandboxed":  # bwrap is there but cannot set up namespaces on this host
-        bwrap = shutil.which(BWRAP)
-        if bwrap is not None:
-            _broken[bwrap] = run.detail
-        if _allowed:
-            with tempfile.TemporaryDirectory(prefix="edgebench-code-") as tmp:
-                return _run_job(Path(tmp), job, "none", timeout_s, memory_mb)
-        return run.model_copy(update={"detail": f"not run: {run.detail}"})
-    return run
+        return _run_job(Path(tmp), job, isolation, timeout_s, memory_mb)
 
 
 def _run_job(
@@ -165,7 +190,7 @@ def _run_job(
     if os.geteuid() == 0:  # the code runs as a uid that owns nothing and counts only its own processes
         uid = _THROWAWAY_UIDS[0] + secrets.randbelow(_THROWAWAY_UIDS[1])
         os.chown(outdir, uid, uid)
-        tmp.chmod(0o711)  # unsandboxed, the dropped uid must reach job/ and out/ through tmp
+        tmp.chmod(0o711)  # the dropped uid (bwrap itself, or the code unsandboxed) must reach job/, out/
     python = _interpreter()
     if isolation == "bwrap":
         inner = [python, "-I", "-S", "-B", "/job/runner.py", "/job/job.json", "/out/results.jsonl"]
@@ -193,10 +218,6 @@ def _run_job(
     tail = _tail(log)
     lines = _records(outdir / "results.jsonl")
     started = bool(lines) and lines[0] == {"started": True}
-    if not started and isolation == "bwrap" and res.cause is not proc.ExitCause.TIMEOUT:
-        bwrap_says = [ln for ln in tail.splitlines() if ln.startswith("bwrap:")]
-        if bwrap_says:
-            return SandboxRun(status="unsandboxed", isolation="none", detail=one_line(bwrap_says[-1], 200))
     load_finished = len(lines) > 1 and "loaded" in lines[1]
     loaded = load_finished and lines[1]["loaded"] is True
     load_error = lines[1].get("error") if len(lines) > 1 and isinstance(lines[1], dict) else None
@@ -236,18 +257,23 @@ def _interpreter() -> str:
 
 
 def _bwrap_argv(jobdir: str, outdir: str, uid: int | None, inner: list[str]) -> list[str]:
+    """As a user: bwrap maps us to nobody in a user namespace that cannot create further ones. As
+    root, the same after setpriv has dropped to `uid`, when that uid can read the interpreter; else
+    (a pyenv under /root, mode 0700) bwrap sets up as root without a user namespace (its one uid
+    would be root) and setpriv drops to `uid` inside, after the mounts."""
     bwrap = shutil.which(BWRAP) or BWRAP
+    prefix = os.path.realpath(sys.base_prefix)
+    privileged = uid is not None and not _others_can_read(prefix)
     argv = [bwrap]
-    if uid is None:  # unprivileged: a user namespace maps us to nobody and forbids nested ones
+    if not privileged:
         argv += ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534"]
-    else:  # root: no user namespace (its only uid would be root); setpriv drops to `uid` below
+    else:
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--die-with-parent", "--new-session", "--clearenv"]
     for k, v in _SANDBOX_ENV.items():
         argv += ["--setenv", k, v]
     for d in _SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
-    prefix = os.path.realpath(sys.base_prefix)
     if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
         # e.g. /root/.pyenv/versions/3.11.7: bwrap would create /root 0700, unreadable to nobody
         parents = Path(prefix).parents
@@ -258,7 +284,19 @@ def _bwrap_argv(jobdir: str, outdir: str, uid: int | None, inner: list[str]) -> 
     argv += ["--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     argv += ["--ro-bind", jobdir, "/job", "--bind", outdir, "/out", "--remount-ro", "/"]
     argv += ["--chdir", "/tmp", "--hostname", "sandbox", "--"]
-    return argv + (_drop_root(uid, inner) if uid is not None else inner)
+    if uid is None:
+        return argv + inner
+    return argv + _drop_root(uid, inner) if privileged else _drop_root(uid, argv + inner)
+
+
+def _others_can_read(prefix: str) -> bool:
+    """Whether a uid that owns nothing can reach `prefix` (o+x on every parent) and read it."""
+    try:
+        if os.stat(prefix).st_mode & 0o005 != 0o005:
+            return False
+        return all(os.stat(p).st_mode & 0o001 for p in Path(prefix).parents)
+    except OSError:
+        return False
 
 
 def _drop_root(uid: int, inner: list[str]) -> list[str]:
