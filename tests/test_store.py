@@ -29,6 +29,7 @@ def test_migrations_create_exact_columns(tmp_path: Path) -> None:
         "params",
         "record",
         "created_at",
+        "record_version",
     ]
     applied = [r[0] for r in s.db.execute("SELECT name FROM _migrations ORDER BY name")]
     assert applied == sorted(name for name, _ in MIGRATIONS)
@@ -70,7 +71,8 @@ def test_rows_committed_before_a_kill_9_survive(tmp_path: Path) -> None:
         for i in range(5):
             s.put("sweep", p, {{"i": i}}, {{"v": i}})
         s.db.execute("BEGIN")
-        s.db.execute("INSERT INTO results VALUES ('partial','sweep','m','c','b','h','ok','{{}}','{{}}','t')")
+        row = "'partial','sweep','m','c','b','h','ok','{{}}','{{}}','t',1"
+        s.db.execute(f"INSERT INTO results VALUES ({{row}})")
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     res = subprocess.run([sys.executable, "-c", code], check=False)
@@ -167,3 +169,17 @@ def test_unwritable_directory_says_which_and_how_to_move(tmp_path: Path) -> None
         Store(parent / "edgebench.sqlite")
     msg = str(exc.value)
     assert msg.startswith(f"store {parent / 'edgebench.sqlite'}: ") and "data_dir" in msg
+
+
+def test_rows_of_an_older_record_version_are_not_reused(tmp_path: Path) -> None:
+    """A stage reuses only rows written with its current record version (edgebench.stages)."""
+    from edgebench.stages import STAGES
+
+    s = Store(tmp_path / "s.sqlite")
+    prov = Provenance(build_id="b", host_fingerprint="h", model_sha256="m")
+    old = s.put("context", prov, {"ctx": 1}, {"x": 1})  # a row from before versions: version 1
+    assert old.version == 1 and s.get(old.key) is not None and s.get(old.key).version == 1  # type: ignore[union-attr]
+    new = s.put("context", prov, {"ctx": 1}, {"x": 2}, version=STAGES["context"].version)
+    got = s.get(new.key)
+    assert got is not None and got.version == STAGES["context"].version == 2 and got.record == {"x": 2}
+    assert {st.name for st in STAGES.values()} >= {"throughput", "context", "quality", "server_check"}

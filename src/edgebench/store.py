@@ -73,6 +73,13 @@ def m003_hosts_runtimes(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE runtimes (build_id TEXT PRIMARY KEY, info TEXT NOT NULL, seen_at TEXT NOT NULL)")
 
 
+@migration
+def m004_record_version(db: sqlite3.Connection) -> None:
+    # The version of the stage's record schema a row was written with (edgebench.stages): a stage
+    # reuses only rows of its current version, so a changed meaning is measured again, not mixed.
+    db.execute("ALTER TABLE results ADD COLUMN record_version INTEGER NOT NULL DEFAULT 1")
+
+
 class Provenance(BaseModel):
     """What every stored row names: which llama.cpp, which host, which model file."""
 
@@ -94,6 +101,7 @@ class Row(BaseModel):
     params: dict[str, Any]
     record: dict[str, Any]
     created_at: str
+    version: int = 1  # the stage's record schema version (edgebench.stages)
 
 
 def _now() -> str:
@@ -227,8 +235,10 @@ class Store:
         params: dict[str, Any],
         record: BaseModel | dict[str, Any],
         status: str = "ok",
+        version: int = 1,
     ) -> Row:
-        """Insert or replace one result row, committed before returning."""
+        """Insert or replace one result row, committed before returning. `version` is the stage's
+        record schema version (edgebench.stages)."""
         key, cfg = result_key(stage, prov, params)
         rec = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
         row = Row(
@@ -240,9 +250,12 @@ class Store:
             params=params,
             record=rec,
             created_at=_now(),
+            version=version,
         )
         self._execute(
-            "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO results (key, stage, model_sha256, config_hash, build_id, "
+            "host_fingerprint, status, params, record, created_at, record_version) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 stage,
@@ -254,6 +267,7 @@ class Store:
                 json.dumps(params, sort_keys=True, default=str),
                 json.dumps(rec),
                 row.created_at,
+                version,
             ),
         )
         return row
@@ -335,7 +349,7 @@ class _Tx:
 
 
 def _row(r: tuple[Any, ...]) -> Row:
-    key, stage, sha, cfg, build_id, fp, status, params, record, created = r
+    key, stage, sha, cfg, build_id, fp, status, params, record, created, version = r
     return Row(
         key=key,
         stage=stage,
@@ -345,4 +359,5 @@ def _row(r: tuple[Any, ...]) -> Row:
         params=json.loads(params),
         record=json.loads(record),
         created_at=created,
+        version=version,
     )

@@ -23,7 +23,7 @@ def _escape(m: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """Drop ANSI escape sequences, show other control characters as \\xNN; keep newlines/tabs.
-    Lone surrogates (non-UTF-8 file names decoded with surrogateescape) become U+FFFD."""
+    Lone surrogates (non-UTF-8 file names decoded with surrogateescape) become "?"."""
     text = text.encode("utf-8", "replace").decode("utf-8")
     return _CONTROL.sub(_escape, _ANSI.sub("", text))
 

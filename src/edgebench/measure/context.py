@@ -33,6 +33,7 @@ from edgebench.textsafe import one_line
 __all__ = ["STAGE", "ContextProbe", "ContextTrial", "candidates", "probe_context"]
 
 STAGE = "context"
+VERSION = 2  # 2: transient failures (our timeout, the environment) are marked and not reused
 Step = Literal["load", "fill", "decode", "swap", "ram"]
 
 
@@ -140,11 +141,16 @@ class _Prober:
         cfg = self.base.model_copy(update={"ctx": ctx, "parallel": 1})
         key, _ = result_key(STAGE, self.prov, self.params(cfg))
         row = self.store.get(key)
-        if row is not None and not row.record.get("transient"):
+        if row is not None and row.version == VERSION and not row.record.get("transient"):
             return ContextTrial.model_validate({**row.record, "resumed": True})
         t = self._run(cfg)
         self.store.put(
-            STAGE, self.prov, self.params(cfg), t, status="ok" if t.ok else f"fail:{t.failed_step}"
+            STAGE,
+            self.prov,
+            self.params(cfg),
+            t,
+            status="ok" if t.ok else f"fail:{t.failed_step}",
+            version=VERSION,
         )
         return t
 

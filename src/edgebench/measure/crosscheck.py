@@ -23,6 +23,7 @@ from edgebench.stats import summarize
 __all__ = ["ServerCheck", "server_crosscheck"]
 
 STAGE = "server_check"
+VERSION = 1  # record schema version (edgebench.stages)
 
 
 class ServerCheck(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
+from edgebench.measure.crosscheck import VERSION as CHECK_VERSION
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
 from edgebench.measure.search import Search, SweepOutcome, run_search
 from edgebench.measure.serving import host_default_config, serving_runtime, serving_spec, stored_results
@@ -71,7 +72,7 @@ def crosscheck_best(
     params = {"runtime": cfg.model_dump(mode="json"), "n_prompt": n_prompt, "n_gen": n_gen}
     key, _ = result_key(CHECK_STAGE, prov, params)
     row = store.get(key)
-    if row is not None and row.status not in TRANSIENT:  # our timeout or the environment: retry
+    if row is not None and row.version == CHECK_VERSION and row.status not in TRANSIENT:  # else retry
         return ServerCheck.model_validate(row.record)
     bench_pp = next(
         (r.mean_ts for r in outcome.results if r.kind == "pp" and r.ok and r.depth == 0 and r.config == cfg),
@@ -90,7 +91,7 @@ def crosscheck_best(
         bench_pp=bench_pp,
         bench_tg=outcome.best_tg.result.mean_ts,
     )
-    store.put(CHECK_STAGE, prov, params, check, status=check.status)
+    store.put(CHECK_STAGE, prov, params, check, status=check.status, version=CHECK_VERSION)
     return check
 
 

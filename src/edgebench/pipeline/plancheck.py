@@ -18,9 +18,10 @@ from edgebench.runtime.memlog import read_memory_log
 from edgebench.runtime.server import ServerFailed, ServerProcess
 from edgebench.store import Provenance, Store
 
-__all__ = ["BUFFERS", "STAGE", "PlanCheckRow", "check_plans"]
+__all__ = ["BUFFERS", "STAGE", "VERSION", "PlanCheckRow", "check_plans"]
 
 STAGE = "plan_check"
+VERSION = 1  # record schema version (edgebench.stages)
 BUFFERS = ("model", "kv", "compute", "rss")
 Buffers = dict[str, float | None]  # BUFFERS → MiB (None: not known to that source)
 
@@ -103,7 +104,7 @@ def _one(
         llama_cpp_error_pct={b: _pct(llama[b], mv) for b, mv in meas.items()},
     )
     prov = Provenance(build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=m.sha256)
-    store.put(STAGE, prov, {"runtime": cfg.model_dump(mode="json")}, row)
+    store.put(STAGE, prov, {"runtime": cfg.model_dump(mode="json")}, row, version=VERSION)
     return row
 
 

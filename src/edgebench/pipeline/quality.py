@@ -31,6 +31,7 @@ from edgebench.store import Provenance, Store
 
 __all__ = [
     "START_STAGE",
+    "START_VERSION",
     "QualityRun",
     "StartFailure",
     "managed_target",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 START_STAGE = "server_start"  # a llama-server that would not start for quality: stored, shown
+START_VERSION = 1
 
 
 class StartFailure(BaseModel):
@@ -160,7 +162,8 @@ def _start_failure(
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     prov = Provenance(build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=model.sha256)
-    store.put(START_STAGE, prov, {"runtime": rc.model_dump(mode="json")}, f, status=f.cause)
+    params = {"runtime": rc.model_dump(mode="json")}
+    store.put(START_STAGE, prov, params, f, status=f.cause, version=START_VERSION)
     return f
 
 

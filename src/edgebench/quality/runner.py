@@ -26,6 +26,7 @@ from edgebench.store import Provenance, Store, result_key
 __all__ = ["STAGE", "QualityResult", "QualitySettings", "Target", "build_request", "run_suite"]
 
 STAGE = "quality"
+VERSION = 2  # 2: verdicts from the graders with answer extraction and the sandbox boundary
 MAX_TRANSIENT_IN_A_ROW = 3  # a backend that fails this often in a row is down, not answering
 
 # Failures of the serving path, not answers of the model: the connection (a server that is gone
@@ -182,7 +183,8 @@ def run_suite(
         key, _ = result_key(STAGE, target.provenance, params)
         row = store.get(key)
         # A reply whose code was not run (no sandbox then) is asked again, not reused as a verdict.
-        if row is not None and row.record.get("failure") != FailureClass.UNSANDBOXED.value:
+        reusable = row is not None and row.version == VERSION
+        if reusable and row is not None and row.record.get("failure") != FailureClass.UNSANDBOXED.value:
             res = QualityResult.model_validate({**row.record, "resumed": True})
         else:
             res, resp = _ask(backend, target, suite, item, variant, sample, temp, seed, settings)
@@ -195,7 +197,7 @@ def run_suite(
                     )
                 continue
             in_a_row = 0
-            store.put(STAGE, target.provenance, params, res, status=res.failure.value)
+            store.put(STAGE, target.provenance, params, res, status=res.failure.value, version=VERSION)
         results.append(res)
         if on_result:
             on_result(res)
