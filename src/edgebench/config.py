@@ -28,7 +28,9 @@ __all__ = [
     "LlamaCppConfig",
     "ModelEntry",
     "RunConfig",
+    "ServeConfig",
     "SweepConfig",
+    "TierConfig",
     "load_config",
 ]
 
@@ -78,6 +80,7 @@ class BackendConfig(_Strict):
     model: str | None = None
     max_ctx: int | None = Field(default=None, ge=1)  # e.g. 4096 on the RK3588 NPU
     api_key_env: str | None = None
+    memory_mib: float | None = Field(default=None, ge=0)  # what it holds in RAM: counted by `serve`
 
     @field_validator("url")
     @classmethod
@@ -191,6 +194,30 @@ class QualityConfig(_Strict):
     allow_unsandboxed: bool = False
 
 
+class TierConfig(_Strict):
+    """One tier of `edgebench serve` (interactive, quality, batch, route or a use case's name)."""
+
+    ttl_s: float | None = Field(default=None, gt=0)  # idle unload; None: [serve] ttl_s
+    cpus: Literal["big", "little", "all"] | None = None  # core pinning on big.LITTLE; None: by tier
+
+
+class ServeConfig(_Strict):
+    """`edgebench serve`: the gateway's limits (every one has a default that works)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_key_file: Path | None = None  # one line; or $EDGEBENCH_API_KEY, or --api-key
+    budget_mib: float | None = Field(default=None, gt=0)  # None: host RAM − [budgets] ram_reserve_mib
+    ttl_s: float = Field(default=600, gt=0)  # idle unload of a model no tier says otherwise for
+    ready_timeout_s: float = Field(default=300, gt=0)
+    queue_depth: int = Field(default=16, ge=1)  # waiting requests per model beyond its slots: 429 past it
+    max_body_bytes: int = Field(default=4 * 2**20, ge=1024)
+    stall_k: float = Field(default=20, gt=1)  # stall = no token for max(k × measured inter-token time,
+    stall_floor_s: float = Field(default=10, gt=0)  # floor)
+    cors_origins: list[str] = []  # none: no CORS headers at all
+    tiers: dict[str, TierConfig] = {}
+
+
 class Config(_Strict):
     data_dir: Path
     cache_dir: Path
@@ -201,6 +228,7 @@ class Config(_Strict):
     budgets: BudgetConfig = BudgetConfig()
     run: RunConfig = RunConfig()
     quality: QualityConfig = QualityConfig()
+    serve: ServeConfig = ServeConfig()
     source_file: Path | None = None
 
     @field_validator("models")
@@ -290,6 +318,11 @@ def load_config(path: Path | None = None) -> Config:
                     update={
                         "suite_dirs": [_rel(base, d) for d in cfg.run.suite_dirs],
                         "suite": _suite_rel(base, cfg.run.suite),
+                    }
+                ),
+                "serve": cfg.serve.model_copy(
+                    update={
+                        "api_key_file": _rel(base, cfg.serve.api_key_file) if cfg.serve.api_key_file else None
                     }
                 ),
                 "llama_cpp": cfg.llama_cpp.model_copy(

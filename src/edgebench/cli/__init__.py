@@ -18,6 +18,7 @@ from edgebench.cli import _plan as _plan
 from edgebench.cli import _quality as _quality
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
+from edgebench.cli import _serve as _serve
 from edgebench.cli import _sweep as _sweep
 from edgebench.cli._common import app, err_console, state
 from edgebench.errors import EdgebenchError, validation_message
@@ -31,6 +32,7 @@ _sweep.register(app)
 _context.register(app)
 _decide.register(app)
 _run.register(app)
+_serve.register(app)
 app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")
 app.add_typer(_quality.app, name="quality")

@@ -227,10 +227,10 @@ class ServerProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def stop(self) -> int | None:
+    def stop(self, grace_s: float = 10) -> int | None:
         """SIGTERM (llama-server prints its memory breakdown on exit), SIGKILL if it lingers."""
         if self._proc is not None:
-            proc.kill_group(self._proc, grace_s=10)
+            proc.kill_group(self._proc, grace_s=grace_s)
         if self._sampler is not None:
             self._sampler.stop()
         self.client.close()

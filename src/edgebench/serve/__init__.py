@@ -1,0 +1,1 @@
+"""The gateway: an OpenAI-compatible API over the routing table (`edgebench serve`)."""
