@@ -533,6 +533,13 @@ def test_an_exception_is_a_failure_with_its_type() -> None:
     assert "raised ValueError: nope" in verdict.detail
 
 
+def test_results_too_big_to_send_or_show_are_failures_not_crashes() -> None:
+    huge = grade("def big(n):\n    return list(range(n))\n", "big", ["assert big(2_000_000) == []"])
+    assert huge.failure is F.WRONG and "too large" in huge.detail
+    wide = grade("def big(n):\n    return 7 ** n + 1\n", "big", ["assert big(20000) == 7 ** 20000"])
+    assert wide.failure is F.WRONG and "bits" in wide.detail  # repr() refuses > 4300 digits
+
+
 def test_a_missing_function_and_a_syntax_error() -> None:
     assert "no function named add" in grade("def plus(a, b):\n    return a + b\n", "add", ADD_TESTS).detail
     assert grade("def add(a, b) return a\n", "add", ADD_TESTS).failure is F.UNPARSEABLE

@@ -24,6 +24,7 @@ __all__ = ["Opaque", "decode", "encode"]
 
 _MAX_DEPTH = 100
 _BIG_INT_BITS = 12_000  # ~3600 digits: beyond this an int goes as hex (json's int limit is 4300 digits)
+_MAX_RESULT_CHARS = 4 << 20  # one call's result; the whole file is capped by RLIMIT_FSIZE (16 MiB)
 
 
 class Opaque:
@@ -124,7 +125,10 @@ def main(job_path: str, out_path: str) -> None:
     def emit(record: dict[str, Any]) -> None:
         if os.getpid() != me:  # a child the model forked must not speak for the runner
             os._exit(0)
-        out.write(json.dumps(record, allow_nan=False) + "\n")
+        line = json.dumps(record, allow_nan=False)
+        if len(line) > _MAX_RESULT_CHARS:
+            line = json.dumps({"unserialisable": f"the result is too large ({len(line)} characters as JSON)"})
+        out.write(line + "\n")
         out.flush()
 
     with open(job_path, encoding="utf-8") as f:

@@ -16,6 +16,7 @@ import builtins
 import json
 import math
 import re
+import reprlib
 import types
 import warnings
 from collections.abc import Sequence
@@ -286,7 +287,14 @@ def _error_note(exc: Exception) -> str:
     return f"{type(exc).__name__}: {one_line(str(exc), 120)}; "
 
 
+_REPR = reprlib.Repr()  # a 16 MiB list is not rendered whole to show 120 characters of it
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 120, 120, 120
+
+
 def _short(value: Any) -> str:
     if isinstance(value, Opaque):
         return f"a {value.type_name} object, not a plain value"
-    return one_line(repr(value), 120)
+    try:
+        return one_line(_REPR.repr(value), 120)
+    except ValueError:  # an int past str()'s 4300-digit limit
+        return f"an int of {value.bit_length()} bits" if isinstance(value, int) else "a value too big to show"
