@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -647,3 +647,27 @@ def test_hedges_lists_and_negations() -> None:
     assert check(BAT_BALL, "The ball costs 5 cents. (A common mistake is to say 10 cents.)").passed
     assert not check(BAT_BALL, "The ball costs 10 cents. (A common mistake is to say 5 cents.)").passed
     assert not check(BAT_BALL, "5 cents or maybe 10 cents.").passed
+
+
+def test_validators_are_defined_once_by_their_spec_type() -> None:
+    # The spec's `kind` Literal is the only spelling of the name: registering by a string that no
+    # spec declares, or a spec left without a check, is caught at import (validators._check_complete).
+    from pydantic import BaseModel
+
+    from edgebench.quality import validators
+    from edgebench.quality.specs import NumericSpec
+
+    assert validators._kind(NumericSpec) == "numeric"
+    assert set(validators.registered()) >= {"numeric", "tool_call", "code", "all"}
+    with pytest.raises(ValueError, match="registered twice"):
+        validators.register(NumericSpec)(lambda out, spec: None)  # type: ignore[arg-type,return-value]
+
+    class _Orphan(BaseModel):
+        kind: Literal["orphan"] = "orphan"
+
+    validators.register(_Orphan)(lambda out, spec: None)  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(RuntimeError, match="orphan"):
+            validators._check_complete()
+    finally:
+        validators._REGISTRY.pop("orphan")

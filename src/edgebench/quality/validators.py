@@ -1,4 +1,4 @@
-"""Validators by short name (`@register("numeric")`), each `(ModelOutput, spec) -> Verdict`.
+"""Validators by spec type (`@register(NumericSpec)`), each `(ModelOutput, spec) -> Verdict`.
 
 Every registered validator is wrapped so that it classifies the same way before it looks at the
 answer: `timeout`, `template_missing`, then `empty` (nothing left after `sanitize`). Afterwards a
@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel
@@ -65,8 +65,16 @@ def looks_like_refusal(text: str) -> bool:
     return bool(_REFUSAL.search(text[:300]))
 
 
-def register(kind: str) -> Callable[[Check[SpecT]], Check[SpecT]]:
-    """Add a validator under `kind`; the returned function already applies the shared classification."""
+def _kind(spec_type: type[BaseModel]) -> str:
+    """A spec's kind is its `kind: Literal[...]` field: the one place the name is spelled."""
+    (kind,) = get_args(spec_type.model_fields["kind"].annotation)
+    return str(kind)
+
+
+def register(spec_type: type[SpecT]) -> Callable[[Check[SpecT]], Check[SpecT]]:
+    """Add the validator for a spec type (its `kind`); the returned function already applies the
+    shared classification. The spec type is the single definition of the kind."""
+    kind = _kind(spec_type)
 
     def decorate(check: Check[SpecT]) -> Check[SpecT]:
         if kind in _REGISTRY:
@@ -132,7 +140,7 @@ def _words_in(needle: str, text: str, word_boundary: bool, case_sensitive: bool)
 # --- answers -------------------------------------------------------------------------------------
 
 
-@register("numeric")
+@register(NumericSpec)
 def _numeric(out: ModelOutput, spec: NumericSpec) -> Verdict:
     def find(segment: str) -> list[Mention]:
         return [
@@ -173,7 +181,7 @@ def _bare(text: str) -> str:
     return text.strip(_WRAPPING).rstrip(".!").strip(_WRAPPING)
 
 
-@register("exact")
+@register(ExactSpec)
 def _exact(out: ModelOutput, spec: ExactSpec) -> Verdict:
     got = _bare(out.content)
 
@@ -219,7 +227,7 @@ def _phrase_finder(phrases: list[tuple[str, str]], word_boundary: bool, case_sen
     return find
 
 
-@register("contains")
+@register(ContainsSpec)
 def _contains(out: ModelOutput, spec: ContainsSpec) -> Verdict:
     text = out.content
     needles = [*spec.any_of, *spec.all_of]
@@ -250,7 +258,7 @@ def _live(needle: str, text: str, spec: ContainsSpec) -> bool:
     return any(not is_negated(text, m) for m in find(text))
 
 
-@register("regex")
+@register(RegexSpec)
 def _regex(out: ModelOutput, spec: RegexSpec) -> Verdict:
     pattern = spec.compiled()
     text = out.content.strip()
@@ -260,7 +268,7 @@ def _regex(out: ModelOutput, spec: RegexSpec) -> Verdict:
     return Verdict.fail(F.WRONG, f"does not match /{spec.pattern}/: {text[:80]!r}")
 
 
-@register("choice")
+@register(ChoiceSpec)
 def _choice(out: ModelOutput, spec: ChoiceSpec) -> Verdict:
     phrases = [(o, p) for o in spec.options for p in [o, *spec.aliases.get(o, [])]]
     find = _phrase_finder(phrases, word_boundary=True, case_sensitive=False)
@@ -335,7 +343,7 @@ def _json_content(data: Any, spec: JsonSpec) -> Verdict:
     return Verdict.ok()
 
 
-@register("json")
+@register(JsonSpec)
 def _json(out: ModelOutput, spec: JsonSpec) -> Verdict:
     text = out.content.strip()
     try:
@@ -352,7 +360,7 @@ def _json(out: ModelOutput, spec: JsonSpec) -> Verdict:
     return verdict
 
 
-@register("csv")
+@register(CsvSpec)
 def _csv(out: ModelOutput, spec: CsvSpec) -> Verdict:
     text = out.content.strip()
     fences = _FENCE.findall(text)
@@ -408,7 +416,7 @@ def count_words(text: str) -> int:
     return len(re.findall(r"[\w'’-]*\w[\w'’-]*", text))
 
 
-@register("sentences")
+@register(SentencesSpec)
 def _sentences(out: ModelOutput, spec: SentencesSpec) -> Verdict:
     n = count_sentences(out.content)
     wanted = spec.check(n)
@@ -417,14 +425,14 @@ def _sentences(out: ModelOutput, spec: SentencesSpec) -> Verdict:
     )
 
 
-@register("words")
+@register(WordsSpec)
 def _words(out: ModelOutput, spec: WordsSpec) -> Verdict:
     n = count_words(out.content)
     wanted = spec.check(n)
     return Verdict.fail(F.WRONG, f"{n} words, expected {wanted}") if wanted else Verdict.ok(f"{n} words")
 
 
-@register("bullets")
+@register(BulletsSpec)
 def _bullets(out: ModelOutput, spec: BulletsSpec) -> Verdict:
     lines: list[str] = []
     for line in out.content.splitlines():
@@ -446,7 +454,7 @@ def _bullets(out: ModelOutput, spec: BulletsSpec) -> Verdict:
 # --- code and tools ------------------------------------------------------------------------------
 
 
-@register("code")
+@register(CodeSpec)
 def _code(out: ModelOutput, spec: CodeSpec) -> Verdict:
     code = extract_code(out.content, spec.entry)
     if code is None:
@@ -476,10 +484,10 @@ def _code(out: ModelOutput, spec: CodeSpec) -> Verdict:
     return Verdict.fail(F.WRONG, (result.detail or result.output_tail[-200:]) + unisolated)
 
 
-register("tool_call")(check_tool_call)
+register(ToolCallSpec)(check_tool_call)
 
 
-@register("all")
+@register(AllSpec)
 def _all(out: ModelOutput, spec: AllSpec) -> Verdict:
     inner = out.model_copy(update={"finish_reason": None})  # the outer wrapper notes truncation once
     for i, check in enumerate(spec.checks, 1):
@@ -487,3 +495,15 @@ def _all(out: ModelOutput, spec: AllSpec) -> Verdict:
         if not verdict.passed:
             return Verdict.fail(verdict.failure, f"check {i} ({check.kind}): {verdict.detail}")
     return Verdict.ok(f"{len(spec.checks)} checks passed")
+
+
+def _check_complete() -> None:
+    """Every spec type in the ValidatorSpec union has exactly one validator, and nothing else is
+    registered: a new spec without a check fails at import, not on the first reply it meets."""
+    union = get_args(get_args(ValidatorSpec)[0])
+    kinds = {_kind(t) for t in union}
+    if kinds != set(_REGISTRY):
+        raise RuntimeError(f"validators and specs disagree: {sorted(kinds ^ set(_REGISTRY))}")
+
+
+_check_complete()
