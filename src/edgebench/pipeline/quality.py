@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgebench.backends.base import Backend
 from edgebench.backends.managed import ManagedLlamaServer
-from edgebench.backends.openai import OpenAICompatible
+from edgebench.backends.registry import make_backend
 from edgebench.config import BackendConfig, Config
 from edgebench.errors import ConfigError
 from edgebench.host.probe import HostInfo
@@ -108,15 +108,7 @@ def remote_target(
         known = ", ".join(b.name for b in cfg.backends) or "none configured"
         raise ConfigError(f"--backend {name!r}: not in the config's [[backends]] (known: {known})")
     key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-    backend = OpenAICompatible(
-        spec.name,
-        spec.url,
-        model=spec.model,
-        api_key=key,
-        max_ctx=spec.max_ctx,
-        timeout_s=timeout_s,
-        stall_s=stall_s,
-    )
+    backend = make_backend(spec, api_key=key, timeout_s=timeout_s, stall_s=stall_s)
     ident = hashlib.sha256(f"{spec.kind}|{spec.url}|{spec.model}".encode()).hexdigest()
     prov = Provenance(build_id=f"remote:{spec.kind}", host_fingerprint=host.fingerprint, model_sha256=ident)
     label = f"{spec.name}:{spec.model}" if spec.model else spec.name
