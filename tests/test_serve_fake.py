@@ -1,0 +1,152 @@
+"""The gateway's relay in front of a fake OpenAI-compatible upstream (a remote [[backends]] entry):
+stream breaks, stalls, 5xx and context limits, without llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from edgebench.config import BackendConfig
+from edgebench.serve.table import Memory, Served, ServeTable, Tier
+from serve_helpers import gateway, running
+
+
+def _chunk(text: str, finish: str | None = None) -> bytes:
+    doc = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+async def _fake_chat(request: Request) -> Response:
+    body = await request.json()
+    mode = body["messages"][-1]["content"]
+    if mode == "500":
+        return JSONResponse({"error": {"message": "boom"}}, 500)
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "object": "chat.completion",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                "timings": {
+                    "prompt_per_second": 100.0,
+                    "prompt_n": 3,
+                    "predicted_per_second": 50.0,
+                    "predicted_n": 10,
+                },
+            }
+        )
+
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield _chunk(f"t{i} ")
+            await asyncio.sleep(0.01)
+        if mode == "stall":
+            await asyncio.sleep(30)
+        if mode == "cut":
+            return  # ends without [DONE]
+        yield _chunk("", "stop")
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@contextmanager
+def fake_upstream() -> Iterator[str]:
+    with running(Starlette(routes=[Route("/v1/chat/completions", _fake_chat, methods=["POST"])])) as url:
+        yield url
+
+
+def _table(url: str, max_ctx: int | None = None) -> ServeTable:
+    def remote(name: str) -> Served:
+        b = BackendConfig(name=name, url=url, max_ctx=max_ctx, model="upstream-model")
+        return Served(name=name, remote=b, memory=Memory(mib=0, source="unknown"), max_ctx=max_ctx)
+
+    tiers = {"fast_chat": Tier(name="fast_chat", primary="r1", backup="r2", why="test")}
+    return ServeTable(models={"r1": remote("r1"), "r2": remote("r2")}, tiers=tiers, source="test")
+
+
+def _post(c: httpx.Client, url: str, content: str, **kw: object) -> httpx.Response:
+    return c.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "interactive", "messages": [{"role": "user", "content": content}], **kw},
+    )
+
+
+def test_relay_whole_stream_and_usage_refit(tmp_path: Path) -> None:
+    with (
+        fake_upstream() as up,
+        gateway(_table(up), None, tmp_path) as (url, gw),
+        httpx.Client(timeout=30) as c,
+    ):
+        r = _post(c, url, "hello")
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+        assert r.headers["x-edgebench-model"] == "r1"
+        assert gw.pool.slots["r1"].speed.tg_ts == 50.0  # refitted from the upstream's timings
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as oc:
+            parts = list(
+                oc.chat.completions.create(
+                    model="r1", messages=[{"role": "user", "content": "s"}], stream=True
+                )
+            )
+        assert "".join(p.choices[0].delta.content or "" for p in parts) == "t0 t1 t2 t3 t4 "
+
+
+def test_5xx_falls_back_before_first_byte(tmp_path: Path) -> None:
+    with (
+        fake_upstream() as up,
+        gateway(_table(up), None, tmp_path) as (url, _),
+        httpx.Client(timeout=30) as c,
+    ):
+        r = _post(c, url, "500")  # both fail: one 502 naming both
+        assert r.status_code == 502 and "r1: HTTP 500" in r.text and "r2: HTTP 500" in r.text
+        r = _post(c, url, "500", stream=True)
+        assert r.status_code == 502
+
+
+def test_cut_stream_and_stall_end_with_an_error_event(tmp_path: Path) -> None:
+    with (
+        fake_upstream() as up,
+        gateway(_table(up), None, tmp_path, stall_floor_s=0.5) as (url, gw),
+        httpx.Client(timeout=30) as c,
+    ):
+        gw.pool.slots["r1"].speed.tg_ts = 100.0  # measured: stall = max(k × 10 ms, 0.5 s floor)
+        for mode, cls in (("cut", "upstream"), ("stall", "stall")):
+            r = _post(c, url, mode, stream=True)
+            assert r.status_code == 200
+            assert r.text.count("t4 ") == 1 and "event: error" in r.text, mode
+            assert f'"type": "{cls}"' in r.text and r.text.rstrip().endswith("data: [DONE]")
+            with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as oc:
+                stream = oc.chat.completions.create(
+                    model="r1", messages=[{"role": "user", "content": mode}], stream=True
+                )
+                try:
+                    list(stream)
+                    raise AssertionError("the client must see the error")
+                except openai.APIError as exc:
+                    assert "stalled" in str(exc) or "without [DONE]" in str(exc)
+
+
+def test_declared_context_limit_moves_to_backup_or_refuses(tmp_path: Path) -> None:
+    with (
+        fake_upstream() as up,
+        gateway(_table(up, max_ctx=50), None, tmp_path) as (url, _),
+        httpx.Client(timeout=30) as c,
+    ):
+        r = _post(c, url, "x" * 600)
+        assert r.status_code == 400 and "over the context of 50" in r.text
+        assert _post(c, url, "short").status_code == 200
