@@ -1,0 +1,127 @@
+"""bench/gateway: the same llama-server direct vs through the gateway, interleaved, 1 and 8 streams.
+
+The direct side talks to the very llama-server process the gateway started (same model, same
+config, same slot count), so the only difference is the gateway in the path. Per request, from the
+client: TTFT (first content chunk) and decode t/s (content chunks after the first ÷ the time from
+the first to the last). Prints the ratios (gateway ÷ direct) and the gateway's own CPU time.
+
+Goals: decode t/s ratio ≥ 0.99 at 1 stream and ≥ 0.97 at 8; added TTFT p50 ≤ 5 ms.
+Usage: python bench/gateway.py [--rounds 4] [--requests 4] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from _common import setup
+from _serve_common import run_gateway, spec_for
+
+from edgebench.runtime.flags import RuntimeConfig
+
+PROMPT = "Write a short story about a lighthouse keeper and a storm. " * 4
+
+
+def one(client: httpx.Client, url: str, path: str, body: dict[str, object]) -> tuple[float, float]:
+    """(ttft_s, decode t/s) of one streamed request, measured by the client."""
+    t0 = time.perf_counter()
+    stamps: list[float] = []
+    with client.stream("POST", url + path, json=body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            doc = json.loads(line[6:])
+            ch = (doc.get("choices") or [{}])[0]
+            if ch.get("text") or (ch.get("delta") or {}).get("content"):
+                stamps.append(time.perf_counter())
+    if len(stamps) < 3:
+        raise RuntimeError(f"only {len(stamps)} tokens streamed")
+    return stamps[0] - t0, (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def batch(
+    url: str, path: str, body: dict[str, object], streams: int, requests: int
+) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        with httpx.Client(timeout=600) as c:
+            for _ in range(requests):
+                try:
+                    out.append(one(c, url, path, body))
+                except BaseException as exc:  # reported after the batch
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--requests", type=int, default=4, help="per stream per round")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    args = ap.parse_args()
+    runtime, host, model = setup()
+    threads = max(1, len(host.big_cpus) or host.n_cpus)
+    streams_list = (1, 8)
+    cfg = RuntimeConfig(threads=threads, ctx=4096, parallel=8)  # 8 slots: the 8 streams run together
+    spec = spec_for(model, cfg)
+    path = "/v1/completions"
+    body = {
+        "model": model.name,
+        "prompt": PROMPT,
+        "max_tokens": args.max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "temperature": 0,
+    }
+    with run_gateway(spec, runtime, Path(tempfile.mkdtemp(prefix="edgebench-gw-"))) as gw:
+        with httpx.Client() as c:
+            c.post(f"{gw.url}/admin/load", json={"model": model.name}, timeout=600).raise_for_status()
+        direct_url = gw.gateway.pool.slots[model.name].server.base_url  # type: ignore[union-attr]
+        batch(direct_url, path, body, 1, 2)  # warm-up: caches, first allocations
+        batch(gw.url, path, body, 1, 2)
+        print(f"model {model.name}, {threads} threads, {cfg.parallel} slots, max_tokens {args.max_tokens}")
+        for streams in streams_list:
+            res: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
+            cpu = wall = 0.0
+            for r in range(args.rounds):
+                order = ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")  # interleaved
+                for side in order:
+                    url = direct_url if side == "direct" else gw.url
+                    c0, w0 = gw.cpu_s(), time.perf_counter()
+                    res[side] += batch(url, path, body, streams, args.requests)
+                    if side == "gateway":
+                        cpu += gw.cpu_s() - c0
+                        wall += time.perf_counter() - w0
+            d_tg = statistics.mean(tg for _, tg in res["direct"])
+            g_tg = statistics.mean(tg for _, tg in res["gateway"])
+            d_ttft = statistics.median(t for t, _ in res["direct"])
+            g_ttft = statistics.median(t for t, _ in res["gateway"])
+            n = len(res["gateway"])
+            goal = 0.99 if streams == 1 else 0.97
+            print(
+                f"{streams} stream(s), {n} requests a side: decode t/s gateway/direct = {g_tg / d_tg:.3f} "
+                f"({g_tg:.1f} / {d_tg:.1f}; goal ≥ {goal}); TTFT p50 {g_ttft * 1000:.1f} vs "
+                f"{d_ttft * 1000:.1f} ms: added {(g_ttft - d_ttft) * 1000:+.1f} ms (goal ≤ 5 ms); "
+                f"gateway CPU {cpu / n * 1000:.1f} ms a request, {cpu / wall * 100:.1f} % of one core"
+            )
+
+
+if __name__ == "__main__":
+    main()
