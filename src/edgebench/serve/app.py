@@ -291,7 +291,7 @@ class Gateway:
                         "pid": s.server.pid if s.server else None,
                         "url": s.server.base_url if s.server else None,
                         "in_flight": s.active,
-                        "queued": len(s.waiting),
+                        "queued": self.pool.queued(n),
                         "idle_s": round(time.monotonic() - s.last_used, 1),
                         "ttl_s": s.ttl_s,
                     }

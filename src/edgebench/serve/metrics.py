@@ -44,7 +44,7 @@ class _PoolCollector(Collector):
                 state.add_metric([name, st.value], 1.0 if s.state == st else 0.0)
             if s.resident and s.charge is not None:
                 mem.add_metric([name, s.charge.source], s.charge.mib)
-            queue.add_metric([name], len(s.waiting))
+            queue.add_metric([name], self._pool.queued(name))
             active.add_metric([name], s.active)
             starts.add_metric([name], s.starts)
             if s.speed.tg_ts:

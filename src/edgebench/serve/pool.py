@@ -182,10 +182,16 @@ class Pool:
                 f"{self.budget_mib:.0f} MiB free; busy: {', '.join(busy) or 'none'}",
                 retry_after_s=self._retry_after(),
             )
+        # all marked stopped before the first await: a request arriving meanwhile starts them anew
+        servers = []
         for s in chosen:
             log.info("evict %s (idle, least recently used) to make room for %s", s.served.name, name)
-            await self._stop(s)
+            servers.append(s.server)
+            s.server, s.state = None, ModelState.STOPPED
             self._on_evict(s.served.name)
+        for srv in servers:
+            if srv is not None:
+                await asyncio.to_thread(srv.stop)
 
     def _retry_after(self) -> float:
         return 5.0
@@ -294,15 +300,17 @@ class Pool:
     # ------------------------------------------------------------------ requests
 
     def queued(self, name: str) -> int:
-        return len(self.slots[name].waiting)
+        """Requests waiting for a slot or for the model's start."""
+        s = self.slots[name]
+        return s.users - s.active
 
     @asynccontextmanager
     async def lease(self, name: str, priority_s: float = 0.0) -> AsyncIterator[Lease]:
         """Admit one request on `name`: start it if needed, wait for a free slot, release after."""
         slot = self.slots[name]
-        if slot.active >= slot.slots and len(slot.waiting) >= self.queue_depth:
+        if slot.users >= slot.slots + self.queue_depth:  # running + queued (waiting for a slot or its start)
             raise QueueFull(
-                f"model {name}: {len(slot.waiting)} requests already queued (limit {self.queue_depth})",
+                f"model {name}: {self.queued(name)} requests already queued (limit {self.queue_depth})",
                 retry_after_s=max(1.0, priority_s),
             )
         slot.users += 1
