@@ -396,10 +396,32 @@ def add(a, b):
         verdict = grade(code, "add", ADD_TESTS, memory_mb=256)
         assert not verdict.passed
         assert list(Path("/dev/shm").glob(f"edgebench-hog-{tag}-*")) == []  # RAM outside RLIMIT_AS, kept
-        assert _number("TMP", verdict.detail) <= 128, verdict.detail  # the sandbox's /tmp is capped
+        assert 0 < _number("TMP", verdict.detail) <= 64, verdict.detail  # its own /tmp, capped
+        assert _number("SHM", verdict.detail) <= 8, verdict.detail
     finally:
         for p in Path("/dev/shm").glob(f"edgebench-hog-{tag}-*"):
             p.unlink()
+
+
+def test_memory_summed_over_forked_children_is_capped() -> None:
+    # RLIMIT_AS is per process: 12 children under a 256 MiB limit each could hold ~3 GiB. The
+    # process tree's resident memory is capped too (runtime.proc's RSS watchdog kills the group).
+    code = """
+        import os, time
+        def add(a, b):
+            for _ in range(12):  # below the process limit, with bwrap's init in a user namespace
+                if os.fork() == 0:
+                    block = b'x' * (200 << 20)
+                    time.sleep(6)
+                    os._exit(0)
+            time.sleep(6)
+            return a + b
+        """
+    started = time.monotonic()
+    verdict = grade(code, "add", ADD_TESTS, memory_mb=256, timeout_s=8)
+    assert not verdict.passed
+    assert "memory" in verdict.detail, verdict.detail
+    assert time.monotonic() - started < 8
 
 
 def test_an_infinite_loop_hits_the_wall_limit() -> None:
@@ -503,6 +525,14 @@ PASSING = {
             "assert stats([1], unit='µm')[2] == '1 µm'",
             "assert stats(list(range(-5, 5)))[0] == (-5, 4)",
         ],
+    ),
+    "its own /tmp and a pool of processes": (
+        "import os, tempfile\nfrom multiprocessing import Pool\n"
+        "def add(a, b):\n    with tempfile.NamedTemporaryFile('w+') as f:\n"
+        "        f.write(str(a))\n        f.seek(0)\n"
+        "        a = int(f.read())\n    with Pool(2) as pool:\n        return sum(pool.map(int, [a, b]))\n",
+        "add",
+        ADD_TESTS,
     ),
     "a huge int": (
         "def big(n):\n    return 7 ** n\n",

@@ -55,7 +55,10 @@ __all__ = [
 
 BWRAP = "bwrap"  # looked up on PATH at run time
 SETPRIV = "setpriv"  # util-linux: drops root inside the sandbox
-NPROC = 32  # processes the code may have at once, itself included
+NPROC = 16  # processes the code may have at once, itself included (multiprocessing fits)
+# RLIMIT_AS is per process, so the tree's resident memory is capped as well (runtime.proc's watchdog
+# kills the group): memory_mb plus this much per process for libraries each one counts again.
+RSS_SLACK_PER_PROC_MIB = 16
 FSIZE_BYTES = 16 << 20  # any file it writes, its printed output included
 TMPFS_BYTES = 64 << 20  # its private /tmp (tmpfs is RAM that RLIMIT_AS does not count)
 SHM_BYTES = 8 << 20
@@ -214,6 +217,7 @@ def _run_job(
         inherit_env=False,
         timeout_s=timeout_s,
         rlimits=limits,
+        rss_limit_mib=memory_mb + NPROC * RSS_SLACK_PER_PROC_MIB,
     )
     tail = _tail(log)
     lines = _records(outdir / "results.jsonl")
@@ -281,7 +285,9 @@ def _bwrap_argv(jobdir: str, outdir: str, uid: int | None, inner: list[str]) -> 
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", prefix, prefix]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    # 1777 like a host /tmp: as root, bwrap would make them 0755 root-owned, unwritable to the code
+    argv += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+    argv += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     argv += ["--ro-bind", jobdir, "/job", "--bind", outdir, "/out", "--remount-ro", "/"]
     argv += ["--chdir", "/tmp", "--hostname", "sandbox", "--"]
     if uid is None:
