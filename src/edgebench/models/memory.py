@@ -398,17 +398,22 @@ def _n_ff(model: ModelInfo) -> tuple[int, bool]:
 
 # ---------------------------------------------------------------------------- compute buffer
 
-# Per-token live set of one layer, in floats (f32 activations), calibrated against the compute
-# buffer llama-server reserved for gemma-3-270m and synthetic llama models (see
-# bench/planner_accuracy.py and tests/test_memory_plan.py for the measured points):
-# - FFN: gate, up and their product (3 x n_ff) beside the residual and the normed input;
-#   ggml's first-fit packing adds another 0-2 x n_embd that no linear rule captures.
-# - attention: residual, normed input, Q before and after RoPE, the output, K and V.
+# Per-token live set of one layer, in floats (f32 activations), read off the graph's order
+# (llm_graph_context::build_ffn / build_attn) and checked against the compute buffer llama-server
+# reserved for gemma-3-270m and synthetic llamas with n_ff from n_embd/2 to 4 n_embd (E = n_embd,
+# F = n_ff, q = query width, kv = K width; bench/planner_accuracy.py, tests/test_memory_plan.py):
+# - dense FFN: while up is computed, the residual, the normed input and gate are live (2E + 2F);
+#   the SwiGLU output is allocated before gate and up are freed (E + 3F); ggml-alloc's best fit
+#   then leaves a hole that makes the peak max(4F, 3F + 2E) (measured exactly for F = E/2 … 4E).
+#   A MoE FFN (n_expert_used experts' rows, routing weights) keeps the older, wider rule.
+# - attention: residual, normed input, Q, K and V (2E + 2q + 2kv) — plus, when the FFN's tensors
+#   are narrower than n_embd, the holes they leave are too small to reuse (+ E - F); without flash
+#   attention one more query-wide tensor (+ q) beside the n_head x n_kv x T scores.
 # - SSM (Mamba-style layers): residual, normed input, in_proj's x and z (2 x d_inner), the conv
 #   output, dt, the scan output and the gated product (4 x d_inner), x_db (dt_rank + 2 x d_state).
 #   Checked on two synthetic Jamba models only (+4 %, +7 %): other recurrent kinds reuse it roughly.
-_FFN_NFF, _FFN_EMBD, _FFN_Q = 3, 2, 1
-_ATT_EMBD, _ATT_Q, _ATT_KV = 2, 3, 2
+_FFN_NFF, _FFN_EMBD, _FFN_Q = 3, 2, 1  # MoE
+_ATT_EMBD, _ATT_Q, _ATT_KV = 2, 2, 2
 _SSM_EMBD, _SSM_INNER = 2, 6
 
 
@@ -430,8 +435,15 @@ def _compute_bytes(
     q = max(model.n_head * dims(il)[0] for il in range(model.n_layer))  # widest layer's query
     kv_w = max(n_kv[min(il, len(n_kv) - 1)] * dims(il)[0] for il in range(model.n_layer))
     n_ff, _ = _n_ff(model)
-    ffn = _FFN_NFF * n_ff + _FFN_EMBD * model.n_embd + _FFN_Q * q
-    att = _ATT_EMBD * model.n_embd + _ATT_Q * q + _ATT_KV * kv_w if has_attention else 0
+    e = model.n_embd
+    if model.n_expert and model.n_expert_used:
+        ffn = _FFN_NFF * n_ff + _FFN_EMBD * e + _FFN_Q * q
+    else:
+        ffn = max(4 * n_ff, 3 * n_ff + 2 * e)
+    # without flash attention the scores' path (KQ, softmax, KQV, its permuted copy) keeps one more
+    # query-wide tensor live beside the KQ matrix added below
+    q_live = _ATT_Q * q if flash_attn else (_ATT_Q + 1) * q
+    att = _ATT_EMBD * e + q_live + _ATT_KV * kv_w + max(0, e - n_ff) if has_attention else 0
     layer = [ffn * n_tokens * 4, att * n_tokens * 4]
     if has_attention and not flash_attn:  # KQ = n_kv x n_tokens x n_head, f32 (build_attn_mha)
         layer[1] += model.n_head * max(kv_sizes, default=0) * n_tokens * 4

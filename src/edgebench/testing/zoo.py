@@ -4,7 +4,7 @@ Each model is written from llama.cpp's own loaders (src/models/<arch>.cpp: the t
 `load_arch_hparams` / `load_arch_tensors` require), with random weights, so the real llama-server
 loads and runs it in a second or two. What each one exercises:
 
-- `dense-ffeq`      llama, n_ff = n_embd: the attention block, not the FFN, sets the compute buffer;
+- `dense-ffeq`      llama, n_ff = n_embd = 1024: the FFN's live set is not 3 n_ff + a constant;
 - `gemma4-kvshare`  gemma4: per-layer head sizes (key_length 128 on full layers, key_length_swa 64
                     on sliding ones) and `shared_kv_layers` (the last 2 layers reuse earlier caches);
 - `gemma3-swa`      gemma3: another window (1024) and pattern (every 3rd layer global), a head dim
@@ -290,7 +290,7 @@ ZOO: dict[str, ZooModel] = {
             "dense-ffeq",
             "llama",
             "dense, n_ff = n_embd (attention sets the compute buffer)",
-            lambda p: _llama(p, "zoo-dense-ffeq", n_ff=256),
+            lambda p: _llama(p, "zoo-dense-ffeq", n_embd=1024, n_head=8, n_ff=1024),
         ),
         ZooModel("gemma4-kvshare", "gemma4", "per-layer head sizes, shared KV layers", _gemma4),
         ZooModel("gemma3-swa", "gemma3", "SWA window 1024, 1 global in 3, decoupled head dim", _gemma3),
