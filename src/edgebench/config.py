@@ -105,11 +105,26 @@ class SweepConfig(_Strict):
     reps_per_process: int = Field(default=2, ge=1)
     min_processes: int = Field(default=3, ge=1)
     timeout_s: float = Field(default=600, gt=0)
+    # Racing the finalists (measure/race.py): the best few per test kind, interleaved, paired rounds.
+    race: bool = True
+    race_size: int = Field(default=3, ge=2)
+    race_margin: float = Field(default=0.10, ge=0, lt=1)  # also race configs this close to the best
+    race_min_rounds: int = Field(default=4, ge=2)
+    race_max_rounds: int = Field(default=10, ge=2)
+    # Thermal gating (measure/gate.py) before each measured process, where the host has sensors.
+    gate: bool = True
+    gate_temp_c: float = Field(default=70.0, gt=0)
+    gate_wait_s: float = Field(default=120.0, ge=0)
+    gate_clock_tolerance: float = Field(default=0.05, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _enough_reps(self) -> SweepConfig:
         if self.max_reps < self.min_processes:
             raise ValueError(f"max_reps ({self.max_reps}) must be ≥ min_processes ({self.min_processes})")
+        if self.race_max_rounds < self.race_min_rounds:
+            raise ValueError(
+                f"race_max_rounds ({self.race_max_rounds}) must be ≥ race_min_rounds ({self.race_min_rounds})"
+            )
         return self
 
     @field_validator("threads")

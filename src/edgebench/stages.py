@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
-from edgebench.measure import context, crosscheck, throughput
+from edgebench.measure import context, crosscheck, race, throughput
 from edgebench.pipeline import plancheck
 from edgebench.pipeline import quality as quality_stage
 from edgebench.quality import runner
@@ -36,6 +36,13 @@ STAGES: dict[str, Stage] = {
             throughput.VERSION,
             "llama-bench, one config × test",
         ),
+        Stage(
+            race.ROUND_STAGE,
+            race.RaceRound,
+            race.ROUND_VERSION,
+            "one round of a finalists' race: each once, back to back",
+        ),
+        Stage(race.DECISION_STAGE, race.RaceOutcome, race.DECISION_VERSION, "a race's decision + evidence"),
         Stage(
             crosscheck.STAGE, crosscheck.ServerCheck, crosscheck.VERSION, "the winner through llama-server"
         ),

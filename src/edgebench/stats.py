@@ -17,6 +17,7 @@ __all__ = [
     "clustered_bootstrap",
     "mcnemar",
     "monotonic_drift",
+    "paired_difference",
     "summarize",
     "summarize_groups",
     "wilson",
@@ -74,6 +75,19 @@ def summarize_groups(groups: Sequence[Sequence[float]], confidence: float = 0.95
     between = summarize(means, confidence)
     sd = float(np.std(flat, ddof=1)) if len(flat) > 1 else 0.0
     return Summary(n=len(flat), mean=between.mean, sd=sd, ci_low=between.ci_low, ci_high=between.ci_high)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean of the per-pair differences a[i] - b[i] with its t-interval (n - 1 degrees of freedom).
+
+    Each pair was measured in the same minute (one round of an interleaved race), so whatever
+    drifts between minutes (temperature, another tenant's load) cancels in the difference instead
+    of widening both CIs or, worse, favouring whichever config ran in the cooler minute. One pair
+    gives an infinitely wide interval.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} vs {len(b)} values: not pairs")
+    return summarize([x - y for x, y in zip(a, b, strict=True)], confidence)
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -15,11 +15,12 @@ from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
+from edgebench.measure.race import RaceOutcome
 from edgebench.measure.space import default_space
 from edgebench.measure.sweep import export_jsonl
 from edgebench.measure.throughput import ThroughputResult
 from edgebench.models.registry import resolve_model
-from edgebench.pipeline.sweep import SweepReport, settings_for, sweep_models
+from edgebench.pipeline.sweep import SweepReport, race_for, settings_for, sweep_models
 from edgebench.runtime.flags import KV_TYPES
 from edgebench.setup import ensure_models, ensure_runtime
 from edgebench.textsafe import one_line
@@ -97,6 +98,7 @@ def sweep(
             server_check=server_check,
             log_dir=cfg.data_dir / "logs",
             emit=emit,
+            race=race_for(cfg),
         )
     if export is not None:
         try:
@@ -155,6 +157,8 @@ def render_outcome(o: SweepReport, bw: float | None) -> None:
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]: {escape(one_line(r.cause, 60))}"
         if r.drift:
             status += " [yellow]drift↓[/yellow]"
+        if r.throttled:
+            status += " [yellow]throttled[/yellow]"
         t.add_row(
             str(p.threads),
             p.cpus.name,
@@ -174,9 +178,19 @@ def render_outcome(o: SweepReport, bw: float | None) -> None:
             continue
         tie = f"; tied within CI with {len(b.tied_with)}: {', '.join(b.tied_with[:3])}" if b.tied_with else ""
         console.print(f"best {b.kind}: {b.result.config.label()} → {_ts(b.result)} t/s{tie}", highlight=False)
+        if b.race is not None:
+            _race_lines(b.race)
     if o.best_pp and o.best_tg:
         console.print(
             f"best threads: prefill {o.best_threads_pp}, decode {o.best_threads_tg}", highlight=False
+        )
+    if not o.gated:
+        console.print("thermal gating: off or no sensors on this host (processes not gated)", highlight=False)
+    elif o.throttled_rows:
+        console.print(
+            f"thermal gating: {o.throttled_rows} rows had a process start hot or clock-capped "
+            "after the wait ran out (flagged 'throttled')",
+            highlight=False,
         )
     if bw:
         console.print(
@@ -194,6 +208,39 @@ def render_outcome(o: SweepReport, bw: float | None) -> None:
             )
         else:
             console.print(f"llama-server cross-check: {c.status}: {c.cause}", highlight=False)
+
+
+_VERDICT = {"a better": "better beyond noise", "b better": "worse beyond noise", "tie": "within noise"}
+
+
+def _race_lines(race: RaceOutcome) -> None:
+    if race.decision == "sole":
+        console.print(f"  race: not needed ({race.rule})", highlight=False)
+        return
+    console.print(
+        f"  race {race.test}: {len(race.labels)} finalists interleaved over {race.rounds} rounds → "
+        f"{race.decision}: {escape(race.rule)}",
+        highlight=False,
+    )
+    for c in race.comparisons:
+        if c.mean_diff is None:
+            console.print(f"    vs {c.b}: no comparable rounds ({c.excluded} excluded)", highlight=False)
+            continue
+        finite = c.ci_low is not None and c.ci_high is not None
+        ci = f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if finite else "n/a"
+        rel = f" ({c.rel_diff:+.1%})" if c.rel_diff is not None else ""
+        excl = f", {c.excluded} excluded" if c.excluded else ""
+        console.print(
+            f"    vs {c.b}: {c.mean_diff:+.2f} t/s{rel}, paired 95 % CI {ci} over {c.rounds} rounds{excl}: "
+            f"{_VERDICT[c.verdict]}",
+            highlight=False,
+        )
+    if race.search_pick != race.winner_label:
+        console.print(f"    the search alone picked {race.search_pick}", highlight=False)
+    if race.not_raced:
+        console.print(f"    close but not raced (cap): {', '.join(race.not_raced[:3])}", highlight=False)
+    if race.throttled_processes:
+        console.print(f"    {race.throttled_processes} race processes started throttled", highlight=False)
 
 
 def _ratio(x: float | None) -> str:

@@ -15,8 +15,7 @@ from edgebench.measure.context import STAGE as CONTEXT_STAGE
 from edgebench.measure.context import ContextTrial
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck
-from edgebench.measure.search import best_of
-from edgebench.measure.serving import stored_results
+from edgebench.measure.serving import decided_best, stored_results
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import plan_memory
 from edgebench.models.registry import list_models
@@ -93,7 +92,9 @@ def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | N
     out = []
     for m in list_models(store):
         results = stored_results(store, m.sha256, host)
-        bp, bt = best_of(results, "pp", 0), best_of(results, "tg", 0)
+        # the finalists' race's winners when the sweep raced them (the serving spec's choice too)
+        bp = decided_best(store, results, "pp", m.sha256, host)
+        bt = decided_best(store, results, "tg", m.sha256, host)
         qs = quality.pop(m.name, [])
         if suite is None and qs:  # one suite per model: the one it ran most
             counts: dict[str, int] = defaultdict(int)

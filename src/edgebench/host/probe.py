@@ -21,7 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgebench.errors import ConfigError
 from edgebench.host import bandwidth as _bandwidth
 
-__all__ = ["Accelerator", "CpuCluster", "HostInfo", "ThermalZone", "check_root", "host_class", "probe_host"]
+__all__ = [
+    "Accelerator",
+    "ClockState",
+    "CpuCluster",
+    "HostInfo",
+    "ThermalZone",
+    "check_root",
+    "clock_state",
+    "host_class",
+    "probe_host",
+]
 
 HostClass = Literal["rk3588", "rpi5", "arm64", "x86", "other"]
 
@@ -476,3 +486,69 @@ def host_class(host: HostInfo) -> HostClass:
     if host.arch in ("x86_64", "amd64") or re.fullmatch(r"i[3-6]86", host.arch):
         return "x86"
     return "other"
+
+
+# ------------------------------------------------------------------------------------- clock gating
+
+
+class ClockState(BaseModel):
+    """What the thermal gate reads before a measured process (cheap: a few sysfs files)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    zones: int  # thermal zones with a readable temperature
+    max_temp_c: float | None
+    governor: str | None  # of the measured CPUs ("a,b" when their policies disagree)
+    cur_mhz: float | None  # mean current clock of the measured CPUs
+    # The clock their governor holds them at when nothing is wrong: performance → scaling_max_freq,
+    # powersave → scaling_min_freq, userspace → scaling_setspeed. None for dynamic governors
+    # (schedutil, ondemand…): an idle clock says nothing about the clock under load.
+    level_mhz: float | None
+    cooling: list[str]  # cpufreq cooling devices in a state > 0: the kernel capped the clock
+
+    @property
+    def sensors(self) -> bool:
+        return self.zones > 0 or self.governor is not None
+
+
+_LEVEL = {
+    "performance": ("scaling_max_freq", "cpuinfo_max_freq"),
+    "powersave": ("scaling_min_freq", "cpuinfo_min_freq"),
+    "userspace": ("scaling_setspeed",),
+}
+
+
+def clock_state(root: Path = Path("/"), cpus: Iterable[int] | None = None) -> ClockState:
+    """Hottest zone, and the clock of `cpus` (default: every online CPU) against its governor's level."""
+    zones = _thermal(root)
+    chosen = list(cpus) if cpus is not None else _online_cpus(root, {})
+    cur: list[int] = []
+    level: list[int] = []
+    governors: set[str] = set()
+    for c in chosen:
+        base = f"{_CPU}/cpu{c}/cpufreq"
+        gov = _read(root, f"{base}/scaling_governor")
+        khz = _read_int(root, f"{base}/scaling_cur_freq")
+        if gov is None or khz is None:
+            continue
+        governors.add(gov)
+        cur.append(khz)
+        for name in _LEVEL.get(gov, ()):
+            if (want := _read_int(root, f"{base}/{name}")) is not None:
+                level.append(want)
+                break
+    cooling = []
+    for dev in _glob(root, "sys/class/thermal/cooling_device*"):
+        rel = dev.relative_to(root).as_posix()
+        kind = _read(root, f"{rel}/type") or ""
+        state = _read_int(root, f"{rel}/cur_state")
+        if kind.startswith("cpufreq") and state:
+            cooling.append(f"{kind} state {state}")
+    return ClockState(
+        zones=len(zones),
+        max_temp_c=max((z.temp_c for z in zones), default=None),
+        governor=",".join(sorted(governors)) or None,
+        cur_mhz=sum(cur) / len(cur) / 1000 if cur else None,
+        level_mhz=sum(level) / len(level) / 1000 if level and len(level) == len(cur) else None,
+        cooling=cooling,
+    )

@@ -6,7 +6,8 @@ descent tries every value of one dimension with the others held (flash attention
 count as one joint dimension, since quantized V needs flash attention), moves only when the
 candidate is better beyond noise (its CI above the incumbent's mean), and repeats while it moved.
 A FA × KV combination llama.cpp refused once is not tried again for another test or thread count.
-Extra depths are then measured for the winners only (the depth curve).
+Then, per test kind, the best few are raced interleaved (measure.race) unless racing is off: the
+race's winner is the decision, and extra depths are measured for the winners only (the depth curve).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.measure.race import RaceOutcome, RaceRound, RaceSettings, finalists, run_race
 from edgebench.measure.space import Point, SweepSpace
 from edgebench.measure.throughput import PointMeasurer, ThroughputResult
 from edgebench.runtime.flags import BenchTest
@@ -36,6 +38,7 @@ class Best(BaseModel):
     kind: str
     result: ThroughputResult
     tied_with: list[str]  # labels of configs whose CI overlaps the winner's (ties are declared)
+    race: RaceOutcome | None = None  # the interleaved race that decided it (None: the search alone)
 
 
 class SweepOutcome(BaseModel):
@@ -76,6 +79,21 @@ def best_of(results: list[ThroughputResult], kind: str, depth: int) -> Best | No
     lo = win.ci_low if win.ci_low is not None else win.mean_ts or 0.0
     tied = [r.config.label() for r in pool if r is not win and r.ci_high is not None and r.ci_high >= lo]
     return Best(kind=kind, result=win, tied_with=tied)
+
+
+def decided(results: list[ThroughputResult], race: RaceOutcome) -> Best | None:
+    """The race's winner as a Best: its search row, tied with what the race left tied."""
+    row = next(
+        (
+            r
+            for r in results
+            if r.point == race.winner and r.test == race.test and r.depth == race.depth and r.ok
+        ),
+        None,
+    )
+    if row is None:
+        return None
+    return Best(kind=race.kind, result=row, tied_with=race.tied, race=race)
 
 
 def _descend(
@@ -123,16 +141,24 @@ def _start(space: SweepSpace) -> Point:
     return Point(threads=max(fitting), kv=kv, fa=fa, ubatch=ub, cpus=cpus)
 
 
-def plan_size(space: SweepSpace, search: Search) -> int:
-    """Runs the search will make at most (for the progress bar's ETA)."""
+def plan_size(space: SweepSpace, search: Search, race: RaceSettings | None = None) -> int:
+    """Runs (and race rounds) the search will make at most, roughly (for the progress bar's ETA)."""
+    rounds = 2 * race.min_rounds if race is not None else 0  # a race stops at min_rounds at best
     grid = space.size() * 2 * len(space.depth)
     if search == "grid":
-        return grid
+        return grid + rounds
     per_pass = len(space.threads) + len(space.fa) * len(space.kv) + len(space.cpus) - 2
-    return min(grid, 2 * per_pass + len(space.ubatch) - 1 + 2 * (len(space.depth) - 1))
+    return min(grid, 2 * per_pass + len(space.ubatch) - 1 + 2 * (len(space.depth) - 1)) + rounds
 
 
-def run_search(space: SweepSpace, measurer: PointMeasurer, search: Search) -> SweepOutcome:
+def run_search(
+    space: SweepSpace,
+    measurer: PointMeasurer,
+    search: Search,
+    race: RaceSettings | None = None,
+    *,
+    on_round: Callable[[RaceRound], None] | None = None,
+) -> SweepOutcome:
     seen: dict[tuple[Point, BenchTest], ThroughputResult] = {}
 
     def measure(p: Point, t: BenchTest) -> ThroughputResult:
@@ -150,29 +176,41 @@ def run_search(space: SweepSpace, measurer: PointMeasurer, search: Search) -> Sw
     d0 = space.depth[0]
     pp0, tg0 = space.tests(d0)
     if search == "grid":
-        for d in space.depth:
-            pp, tg = space.tests(d)
-            for p in space.points():
-                measure(p, pp)
-                measure(p, tg)
+        for p in space.points():
+            measure(p, pp0)
+            measure(p, tg0)
     else:
         start = _start(space)
         _descend(space, _DIMS_TG, start, tg0, measure, refused)
         _descend(space, _DIMS_PP, start, pp0, measure, refused)
-        results0 = list(seen.values())
-        for kind, test_of in (("pp", 0), ("tg", 1)):
-            b = best_of(results0, kind, d0)
-            if b is None:
-                continue
-            for d in space.depth[1:]:
-                measure(b.result.point, space.tests(d)[test_of])
+    results0 = list(seen.values())
+    best: dict[str, Best | None] = {}
+    for kind in ("pp", "tg"):
+        b = best_of(results0, kind, d0)
+        if b is not None and race is not None:
+            rows, not_raced = finalists(results0, kind, d0, race)
+            outcome = run_race(
+                measurer, rows, not_raced, race, search_pick=b.result.config.label(), on_round=on_round
+            )
+            b = decided(results0, outcome) or b
+        best[kind] = b
+    for d in space.depth[1:]:
+        pp, tg = space.tests(d)
+        if search == "grid":
+            for p in space.points():
+                measure(p, pp)
+                measure(p, tg)
+            continue
+        for kind, test in (("pp", pp), ("tg", tg)):
+            if (b := best[kind]) is not None:
+                measure(b.result.point, test)
     results = list(seen.values())
     return SweepOutcome(
         model=measurer.model.name,
         search=search,
         results=results,
-        best_pp=best_of(results, "pp", d0),
-        best_tg=best_of(results, "tg", d0),
+        best_pp=best["pp"],
+        best_tg=best["tg"],
         grid_size=space.size() * 2 * len(space.depth),
         measured=len(results),
     )

@@ -5,6 +5,7 @@ servers from it, so the latency that feeds the ranking is measured on the config
 recommended. It is assembled from what the sweep and the context probe stored on this host:
 
 - decode's winner (threads, CPU set, KV type, flash attention): decode dominates interactive use;
+  the winner is the finalists' race's when one was run (measure/race.py), else the search's best;
 - prefill's winner's thread count as `threads_batch` (-tb) and its ubatch (decode never sweeps
   ubatch: one-token steps cannot use it);
 - the largest context the context probe proved stable for that KV type and flash-attention mode,
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.host.probe import HostInfo
 from edgebench.measure.context import STAGE as CONTEXT_STAGE
 from edgebench.measure.context import ContextTrial
-from edgebench.measure.search import best_of
+from edgebench.measure.race import DECISION_STAGE, DECISION_VERSION, RaceOutcome
+from edgebench.measure.search import Best, best_of, decided
 from edgebench.measure.throughput import STAGE as THROUGHPUT_STAGE
 from edgebench.measure.throughput import ThroughputResult
 from edgebench.models.gguf import ModelInfo
@@ -30,6 +32,7 @@ from edgebench.store import Store
 __all__ = [
     "DEFAULT_CTX",
     "ServingSpec",
+    "decided_best",
     "host_default_config",
     "serving_runtime",
     "serving_spec",
@@ -80,6 +83,22 @@ def stored_results(
     return list(newest.values())
 
 
+def decided_best(
+    store: Store, results: list[ThroughputResult], kind: str, model_sha256: str, host_fingerprint: str | None
+) -> Best | None:
+    """The newest stored race's winner for `kind` at depth 0 on this host (None: any host); else
+    the best mean of `results`."""
+    race = None
+    for row in store.rows(DECISION_STAGE, model_sha256):  # oldest first: the last one is the newest
+        here = host_fingerprint is None or row.provenance.host_fingerprint == host_fingerprint
+        if here and row.version == DECISION_VERSION:
+            o = RaceOutcome.model_validate(row.record)
+            if o.kind == kind and o.depth == 0:
+                race = o
+    b = decided(results, race) if race is not None else None
+    return b or best_of(results, kind, 0)
+
+
 def serving_runtime(
     best_tg: ThroughputResult | None, best_pp: ThroughputResult | None, default: RuntimeConfig
 ) -> RuntimeConfig:
@@ -113,7 +132,8 @@ def _proven(trials: list[ContextTrial], cfg: RuntimeConfig) -> ContextTrial | No
 def serving_spec(store: Store, model: ModelInfo, host: HostInfo) -> ServingSpec:
     """The spec from this host's stored rows (sweep, context probe); defaults say they are."""
     results = [r for r in stored_results(store, model.sha256, host.fingerprint) if not r.transient]
-    bt, bp = best_of(results, "tg", 0), best_of(results, "pp", 0)
+    bt = decided_best(store, results, "tg", model.sha256, host.fingerprint)
+    bp = decided_best(store, results, "pp", model.sha256, host.fingerprint)
     cfg = serving_runtime(bt.result if bt else None, bp.result if bp else None, host_default_config(host))
     sources = []
     if bt is None:

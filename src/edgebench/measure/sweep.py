@@ -10,6 +10,7 @@ from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import VERSION as CHECK_VERSION
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
+from edgebench.measure.race import RaceSettings
 from edgebench.measure.search import Search, SweepOutcome, run_search
 from edgebench.measure.serving import host_default_config, serving_runtime, serving_spec, stored_results
 from edgebench.measure.space import SweepSpace
@@ -39,10 +40,13 @@ def sweep_model(
     settings: MeasureSettings,
     search: Search,
     *,
+    race: RaceSettings | None = None,
     on_result: Any = None,
+    on_round: Any = None,
+    sysroot: Path = Path("/"),
 ) -> SweepOutcome:
-    measurer = PointMeasurer(store, runtime, host, model, settings, on_result=on_result)
-    return run_search(space, measurer, search)
+    measurer = PointMeasurer(store, runtime, host, model, settings, on_result=on_result, sysroot=sysroot)
+    return run_search(space, measurer, search, race, on_round=on_round)
 
 
 def recommended(outcome: SweepOutcome) -> dict[str, Any] | None:

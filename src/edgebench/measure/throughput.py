@@ -7,6 +7,8 @@ goes on. Re-running the same sweep finds the stored rows and skips them.
 Repetitions are adaptive and come in processes: at least `min_processes` llama-bench processes of
 `reps_per_process` repetitions, then more processes while the 95 % CI over the process means is
 wider than the target (default ±3 %), up to a cap on repetitions (see stats.summarize_groups).
+Before every process the thermal gate (measure.gate) waits until the host is cool; a process that
+still started hot or clock-capped flags its row `throttled`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.host.probe import HostInfo, probe_host
+from edgebench.measure.gate import GateCheck, GateSettings, ThermalGate
 from edgebench.measure.roofline import decode_bytes_per_token, decode_efficiency
 from edgebench.measure.space import Point
 from edgebench.models.gguf import ModelInfo
-from edgebench.runtime.bench import BenchRun, diagnose_failure, run_bench
+from edgebench.runtime.bench import BenchOutcome, BenchRun, diagnose_failure, run_bench
 from edgebench.runtime.flags import BenchTest, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.proc import TRANSIENT, ExitCause
@@ -86,6 +89,9 @@ class ThroughputResult(BaseModel):
     thermal_before: ThermalSnap
     thermal_after: ThermalSnap
     drift: bool  # tg fell at every repetition: throttling suspected
+    # One thermal-gate check per process (empty in rows stored before gating existed).
+    gates: list[GateCheck] = []
+    throttled: bool = False  # some process started hot or clock-capped after the gate's wait ran out
     # Our timeout or the environment, not the config: shown, never reused (the next run retries).
     transient: bool = False
     bench_row: dict[str, Any] | None  # llama-bench's own JSON row (all samples merged), for export
@@ -108,6 +114,7 @@ class MeasureSettings(BaseModel):
     max_reps: int = 10  # repetitions over all processes
     timeout_s: float = 600
     rss_limit_mib: float | None = None
+    gate: GateSettings = GateSettings()
 
 
 def _next_reps(groups: list[list[float]], st: MeasureSettings) -> int:
@@ -136,10 +143,12 @@ class PointMeasurer:
         *,
         sysroot: Path = Path("/"),
         on_result: Callable[[ThroughputResult], None] | None = None,
+        gate: ThermalGate | None = None,
     ) -> None:
         self.store, self.runtime, self.host, self.model = store, runtime, host, model
         self.settings = settings
         self.sysroot = sysroot
+        self.gate = gate or ThermalGate(sysroot, settings.gate)
         self.on_result = on_result
         self.prov = Provenance(
             build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=model.sha256
@@ -176,6 +185,19 @@ class PointMeasurer:
             self.on_result(res)
         return res
 
+    def process(self, cfg: RuntimeConfig, test: BenchTest, reps: int) -> tuple[BenchOutcome, GateCheck]:
+        """One gated llama-bench process: wait until the host is cool, then run `reps` repetitions."""
+        gate = self.gate.wait(cfg.cpus)
+        out = run_bench(
+            self.runtime,
+            self.model.path,
+            cfg,
+            test.model_copy(update={"reps": reps}),
+            timeout_s=self.settings.timeout_s,
+            rss_limit_mib=self.settings.rss_limit_mib,
+        )
+        return out, gate
+
     def _run(self, point: Point, test: BenchTest) -> ThroughputResult:
         cfg = point.runtime()
         st = self.settings
@@ -183,17 +205,12 @@ class PointMeasurer:
         t0 = time.monotonic()
         groups: list[list[float]] = []  # one list of t/s per llama-bench process
         rows: list[BenchRun] = []
+        gates: list[GateCheck] = []
         status, cause, peak, processes = ExitCause.OK.value, "ok", 0.0, 0
         reps = _next_reps(groups, st)
         while reps > 0:
-            out = run_bench(
-                self.runtime,
-                self.model.path,
-                cfg,
-                test.model_copy(update={"reps": reps}),
-                timeout_s=st.timeout_s,
-                rss_limit_mib=st.rss_limit_mib,
-            )
+            out, gate = self.process(cfg, test, reps)
+            gates.append(gate)
             processes += 1
             peak = max(peak, out.peak_rss_mib)
             if out.status is not ExitCause.OK:
@@ -224,6 +241,7 @@ class PointMeasurer:
             time.monotonic() - t0,
             before,
             after,
+            gates,
         )
 
     def _record(
@@ -240,6 +258,7 @@ class PointMeasurer:
         wall: float,
         before: ThermalSnap,
         after: ThermalSnap,
+        gates: list[GateCheck],
     ) -> ThroughputResult:
         kind = "tg" if test.n_gen else "pp"
         samples = [x for g in groups for x in g]
@@ -294,6 +313,8 @@ class PointMeasurer:
             thermal_before=before,
             thermal_after=after,
             drift=kind == "tg" and monotonic_drift(samples),
+            gates=gates,
+            throttled=any(g.throttled for g in gates),
             transient=status in TRANSIENT,
             bench_row=bench_row,
             build_id=self.runtime.build_id,

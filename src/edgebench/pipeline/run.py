@@ -38,7 +38,7 @@ from edgebench.pipeline.events import (
     silent,
 )
 from edgebench.pipeline.quality import StartFailure, run_quality
-from edgebench.pipeline.sweep import SweepReport, settings_for, sweep_models
+from edgebench.pipeline.sweep import SweepReport, race_for, settings_for, sweep_models
 from edgebench.quality import sandbox
 from edgebench.quality.runner import QualitySettings
 from edgebench.quality.score import SuiteScore
@@ -129,6 +129,7 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
             server_check=True,
             log_dir=cfg.data_dir / "logs",
             emit=emit,
+            race=race_for(cfg),
         )
     budget = cfg.budgets.usable_mib(host.ram_total_mib)
     with stage("context"):

@@ -9,18 +9,20 @@ from pydantic import BaseModel, ConfigDict
 from edgebench.config import Config
 from edgebench.host.probe import HostInfo
 from edgebench.measure.crosscheck import ServerCheck
+from edgebench.measure.gate import NO_SENSORS, GateSettings, ThermalGate
+from edgebench.measure.race import RaceRound, RaceSettings
 from edgebench.measure.search import Best, Search, SweepOutcome, plan_size
 from edgebench.measure.serving import serving_runtime
 from edgebench.measure.space import SweepSpace
 from edgebench.measure.sweep import crosscheck_best, sweep_model
 from edgebench.measure.throughput import MeasureSettings, ThroughputResult
 from edgebench.models.gguf import ModelInfo
-from edgebench.pipeline.events import Emit, TaskFinished, TaskProgress, TaskStarted, silent
+from edgebench.pipeline.events import Emit, Notice, TaskFinished, TaskProgress, TaskStarted, silent
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.store import Store
 
-__all__ = ["SweepReport", "settings_for", "sweep_models"]
+__all__ = ["SweepReport", "race_for", "settings_for", "sweep_models"]
 
 
 class SweepReport(BaseModel):
@@ -36,16 +38,18 @@ class SweepReport(BaseModel):
     search: Search
     grid_size: int
     measured: int
-    best_pp: Best | None
+    best_pp: Best | None  # .race: the interleaved race that decided it, with its paired evidence
     best_tg: Best | None
     best_threads_pp: int | None
     best_threads_tg: int | None
     recommended: RuntimeConfig | None  # the serving spec's runtime, before the context probe
     server_check: ServerCheck | None
     results: list[ThroughputResult]
+    gated: bool  # processes waited for a cool host (False: no sensors, or gating off)
+    throttled_rows: int  # rows with a process that started hot or clock-capped anyway
 
     @classmethod
-    def of(cls, m: ModelInfo, o: SweepOutcome, check: ServerCheck | None) -> SweepReport:
+    def of(cls, m: ModelInfo, o: SweepOutcome, check: ServerCheck | None, gated: bool) -> SweepReport:
         rec = None
         if o.best_tg is not None:
             pp = o.best_pp.result if o.best_pp else None
@@ -66,6 +70,8 @@ class SweepReport(BaseModel):
             recommended=rec,
             server_check=check,
             results=o.results,
+            gated=gated,
+            throttled_rows=sum(r.throttled for r in o.results),
         )
 
 
@@ -85,6 +91,26 @@ def settings_for(
         min_processes=cfg.sweep.min_processes,
         timeout_s=timeout or cfg.sweep.timeout_s,
         rss_limit_mib=max(256.0, cfg.budgets.usable_mib(host.ram_total_mib)),
+        gate=GateSettings(
+            enabled=cfg.sweep.gate,
+            max_temp_c=cfg.sweep.gate_temp_c,
+            max_wait_s=cfg.sweep.gate_wait_s,
+            clock_tolerance=cfg.sweep.gate_clock_tolerance,
+        ),
+    )
+
+
+def race_for(cfg: Config) -> RaceSettings | None:
+    """The finalists' race from [sweep] (None: racing is off, the search alone decides)."""
+    s = cfg.sweep
+    if not s.race:
+        return None
+    return RaceSettings(
+        size=s.race_size,
+        margin=s.race_margin,
+        min_rounds=s.race_min_rounds,
+        max_rounds=s.race_max_rounds,
+        reps=s.reps_per_process,
     )
 
 
@@ -100,17 +126,37 @@ def sweep_models(
     server_check: bool,
     log_dir: Path,
     emit: Emit = silent,
+    race: RaceSettings | None = None,
+    sysroot: Path = Path("/"),
 ) -> list[SweepReport]:
     """The sweep stage for every model (one progress task each), then the server cross-check."""
     reports: list[SweepReport] = []
+    gated = settings.gate.enabled and ThermalGate(sysroot, settings.gate).sensors()
+    if settings.gate.enabled and not gated and targets:
+        emit(Notice(text=NO_SENSORS))  # once per sweep, not once per process
     for m in targets:
         task = f"sweep:{m.sha256[:12]}"
-        emit(TaskStarted(task=task, label=m.name, total=plan_size(space, mode)))
+        emit(TaskStarted(task=task, label=m.name, total=plan_size(space, mode, race)))
 
         def _tick(r: ThroughputResult, task: str = task, name: str = m.name) -> None:
             emit(TaskProgress(task=task, label=f"{name} {r.config.label()} {r.test}"[:70]))
 
-        out = sweep_model(store, runtime, host, m, space, settings, mode, on_result=_tick)
+        def _round(rd: RaceRound, task: str = task, name: str = m.name) -> None:
+            emit(TaskProgress(task=task, label=f"{name} race {rd.test} round {rd.round}"[:70]))
+
+        out = sweep_model(
+            store,
+            runtime,
+            host,
+            m,
+            space,
+            settings,
+            mode,
+            race=race,
+            on_result=_tick,
+            on_round=_round,
+            sysroot=sysroot,
+        )
         check = None
         if server_check:
             emit(TaskProgress(task=task, advance=0, label=f"{m.name}: llama-server cross-check"))
@@ -118,5 +164,5 @@ def sweep_models(
                 store, runtime, host, m, out, n_prompt=space.n_prompt, n_gen=space.n_gen, log_dir=log_dir
             )
         emit(TaskFinished(task=task))
-        reports.append(SweepReport.of(m, out, check))
+        reports.append(SweepReport.of(m, out, check, gated))
     return reports
