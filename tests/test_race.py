@@ -389,3 +389,31 @@ def test_a_killed_race_resumes_where_it_stopped(tmp_path: Path) -> None:
     rounds = [RaceRound.model_validate(r.record) for r in Store(tmp_path / "s.sqlite").rows(ROUND_STAGE)]
     assert sorted(r.round for r in rounds if r.kind == "tg") == list(range(1, 9))
     assert again.stdout.strip().startswith("t1 ")  # a tie: fewer threads
+
+
+def test_the_race_evidence_is_in_the_table_and_the_json(tmp_path: Path) -> None:
+    from edgebench.cli._common import console
+    from edgebench.cli._sweep import render_outcome
+
+    bench = fake_drifting_bench(tmp_path / "calls", _TWO_THREADS_FASTER, _LOAD_ENDS)
+    (rep,) = sweep_models(
+        Store(tmp_path / "s.sqlite"),
+        fake_runtime(fake_bin_dir(tmp_path / "bin", bench)),
+        probe_host(),
+        [_model(tmp_path)],
+        _space([1, 2], ["f16"]),
+        UNGATED,
+        "adaptive",
+        server_check=False,
+        log_dir=tmp_path / "logs",
+        race=RACE,
+    )
+    js = rep.model_dump(mode="json")["best_tg"]["race"]
+    assert js["decision"] == "winner" and js["search_pick"].startswith("t1 ")
+    assert js["comparisons"][0]["ci_low"] > 0 and js["comparisons"][0]["rounds"] == 4
+    with console.capture() as cap:
+        render_outcome(rep, None)
+    text = " ".join(cap.get().split())
+    assert "race tg16: 2 finalists interleaved over 4 rounds → winner" in text
+    assert "paired 95 % CI [+4." in text and "better beyond noise" in text
+    assert "the search alone picked t1 " in text

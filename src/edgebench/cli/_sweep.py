@@ -222,6 +222,8 @@ def _race_lines(race: RaceOutcome) -> None:
         f"{race.decision}: {escape(race.rule)}",
         highlight=False,
     )
+    means = ", ".join(f"{k} {v:.2f}" for k, v in race.race_means.items())
+    console.print(f"    race means (t/s; the decision is paired, not these): {means}", highlight=False)
     for c in race.comparisons:
         if c.mean_diff is None:
             console.print(f"    vs {c.b}: no comparable rounds ({c.excluded} excluded)", highlight=False)

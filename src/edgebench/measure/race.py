@@ -349,6 +349,7 @@ class _Race:
                     eliminated[b] = why
         if len(active) == 1 and len(self.labels) > 1:
             decision = "winner"
+        comparisons = []
         if decision == "tie":
             win = _tie_pick(active, self.rows, rounds)
             rule = (
@@ -357,11 +358,13 @@ class _Race:
             )
         else:
             win = active[0]
-            rule = (
-                "sole finalist: nothing else within noise or the margin"
-                if decision == "sole"
-                else "the last one left: " + "; ".join(f"{k} {v}" for k, v in eliminated.items())
-            )
+            comparisons = [compare(rounds, win, x) for x in self.labels if x != win]
+            if decision == "sole":
+                rule = "sole finalist: nothing else within noise or the margin"
+            elif all(c.verdict == "a better" for c in comparisons):
+                rule = "better than each other finalist beyond noise (paired 95 % CI above 0)"
+            else:
+                rule = "the last one left: " + "; ".join(f"{k} {v}" for k, v in eliminated.items())
         means = {}
         for label in self.labels:
             seen = [x.mean_ts or 0.0 for rd in rounds if (x := rd.entry(label)) is not None and x.ok]
@@ -384,7 +387,7 @@ class _Race:
             winner=self.rows[win].point,
             winner_label=win,
             rule=rule,
-            comparisons=[compare(rounds, win, x) for x in self.labels if x != win],
+            comparisons=comparisons or [compare(rounds, win, x) for x in self.labels if x != win],
             eliminated=eliminated,
             tied=[x for x in active if x != win] if decision == "tie" else [],
             race_means=means,
