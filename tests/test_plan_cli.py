@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.testing.zoo import write_qwen2
 from helpers import edgebench
 
 
@@ -45,3 +46,32 @@ def test_bad_inputs(gemma_path: Path, args: list[str], needle: str) -> None:
     r = edgebench("plan", "gemma-3-270m-q4_k_m", *args)
     assert r.returncode == 1, r.stdout
     assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_for_a_board_preset_repacks_the_tied_embedding(gemma_path: Path) -> None:
+    r = edgebench("plan", str(gemma_path), "--ctx", "2048", "--preset", "rk3588", "--json")
+    assert r.returncode == 0, r.stderr
+    rk = json.loads(r.stdout)["plan"]
+    # NEON dotprod repacks Q4_K/Q6_K/Q8_0 matmuls and the tied Q8_0 output (170 MiB)
+    assert rk["repack_mib"] == pytest.approx(193.38, abs=0.01)
+    generic = json.loads(edgebench("plan", str(gemma_path), "--preset", "generic-arm64", "--json").stdout)
+    assert generic["plan"]["repack_mib"] == 0.0  # armv8-a: no dotprod kernels compiled in
+    bad = edgebench("plan", str(gemma_path), "--preset", "rk3588", "--arch", "x86_64")
+    assert bad.returncode == 1 and "disagree" in bad.stderr
+
+
+@pytest.mark.llama
+def test_unknown_architecture_gets_llama_cpp_projection(runtime: object, tmp_path: Path) -> None:
+    model = write_qwen2(tmp_path / "tiny-qwen2.gguf")
+    r = edgebench("plan", str(model), "--ctx", "4096", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["plan"]["unverified"] == ["KV", "compute"]
+    proj = out["llama_cpp_projection"]
+    assert proj["source"] == "llama-fit-params" and proj["error"] is None
+    # llama.cpp's own figure for the same KV cache (whole MiB): 2 layers x 4096 x 2 x 128 x 2 B = 4 MiB
+    assert proj["context_mib"] == 4 and proj["model_mib"] >= 1 and proj["compute_mib"] > 0
+    text = edgebench("plan", str(model), "--ctx", "4096").stdout
+    assert (
+        "llama.cpp projection (llama-fit-params" in text and "not one the planner has been checked on" in text
+    )

@@ -35,7 +35,7 @@ import numpy as np
 
 from edgebench.testing.synth import tiny_vocab, write_tiny_jamba
 
-__all__ = ["ZOO", "ZooModel", "write_zoo_model"]
+__all__ = ["ZOO", "ZooModel", "write_qwen2", "write_zoo_model"]
 
 _CTX_TRAIN = 16384
 # fp16 fields (byte offsets in one block) that must hold a finite scale, per raw-written type
@@ -160,12 +160,14 @@ def _llama(
     n_expert_used: int = 0,
     experts_last: bool = False,
     seed: int = 1,
+    arch: str = "llama",
 ) -> Path:
-    """A llama-arch model (src/models/llama.cpp); `types` maps a tensor role to its ggml type."""
+    """A llama-arch model (src/models/llama.cpp); `types` maps a tensor role to its ggml type.
+    `arch` may name another architecture with the same tensors (qwen2: its biases are optional)."""
     ty = {"embd": "F16", "attn": "F16", "ffn": "F16", "ffn_down": "", "exps": "F16", "output": "F16"}
     ty.update(types or {})
     ty["ffn_down"] = ty["ffn_down"] or ty["ffn"]
-    wr = _Writer(path, "llama", seed)
+    wr = _Writer(path, arch, seed)
     w = wr.w
     _common(w, name, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, n_ff=n_ff)
     w.add_rope_dimension_count(n_embd // n_head)
@@ -340,3 +342,9 @@ def write_zoo_model(name: str, directory: Path) -> Path:
     if not path.exists():
         ZOO[name].write(path)
     return path
+
+
+def write_qwen2(path: Path) -> Path:
+    """A tiny qwen2 (llama's tensors, no biases): an architecture the planner has not been checked
+    on, for the llama.cpp-projection fallback."""
+    return _llama(Path(path), "tiny-qwen2", arch="qwen2")
