@@ -141,8 +141,14 @@ def test_run_measures_and_resumes(runtime: Runtime, tiny_model: Path, tmp_path: 
     doc = json.loads(r.stdout)
     assert doc["runtime"]["build_id"] == runtime.build_id
     (sw,) = doc["sweeps"]
-    tests = {(x["test"], x["point"]["kv"]) for x in sw["results"]}
+    tests = {(x["test"], x["point"]["kv"]) for x in sw["results"] if x["depth"] == 0}
     assert tests == {("pp32", "f16"), ("tg16", "f16"), ("pp32", "q8_0"), ("tg16", "q8_0")}
+    # [run] depths = [0, 2048]: the winners measured once more with 2048 tokens already in the cache
+    deep = {(x["kind"], x["point"]["kv"]) for x in sw["results"] if x["depth"] == 2048}
+    assert deep == {
+        ("pp", sw["best_pp"]["result"]["point"]["kv"]),
+        ("tg", sw["best_tg"]["result"]["point"]["kv"]),
+    }
     for x in sw["results"]:
         assert x["status"] == "ok" and x["mean_ts"] > 0 and x["n"] >= 3
         assert x["resumed"] is False
