@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import httpx
+
 from edgebench.config import load_config
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
@@ -169,6 +171,8 @@ def run_one(rt: Runtime, name: str, m: ModelInfo, ctx: int, kv: str, fa: str, fi
             r.raise_for_status()
             evaluated = int(r.json().get("tokens_evaluated", target)) + 4
             time.sleep(0.3)  # one more RSS sample after the last ubatch
+    except httpx.TimeoutException:
+        return Row(name, ctx, kv, fa, {}, srv.peak_rss_mib, None, fitp_txt, "fill timed out (busy host?)")
     except ServerFailed as e:
         agree = "agrees" if plan is None else "planner did NOT refuse"
         return Row(name, ctx, kv, fa, {}, None, None, fitp_txt, f"llama.cpp refused ({e.detail}); {agree}")
