@@ -170,6 +170,9 @@ class RunConfig(_Strict):
     context_kv: str | None = None
     # decode is also measured at these deeper contexts (the winner only), for the depth plot
     depths: list[int] = [0, 2048]
+    # the run's race is lighter than [sweep]'s: two finalists, at most 4 interleaved rounds
+    race_size: int = Field(default=2, ge=2)
+    race_max_rounds: int = Field(default=4, ge=2)
     context_max: int = Field(default=8192, ge=256)  # largest context the probe tries in a run
     suite: str = "seed14"
     suite_dirs: list[Path] = []

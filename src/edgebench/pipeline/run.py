@@ -129,7 +129,7 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
             server_check=True,
             log_dir=cfg.data_dir / "logs",
             emit=emit,
-            race=race_for(cfg),
+            race=race_for(cfg, light=True),
         )
     budget = cfg.budgets.usable_mib(host.ram_total_mib)
     with stage("context"):

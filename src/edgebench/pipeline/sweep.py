@@ -100,16 +100,20 @@ def settings_for(
     )
 
 
-def race_for(cfg: Config) -> RaceSettings | None:
-    """The finalists' race from [sweep] (None: racing is off, the search alone decides)."""
+def race_for(cfg: Config, *, light: bool = False) -> RaceSettings | None:
+    """The finalists' race from [sweep] (None: racing is off, the search alone decides);
+    `light`: capped by [run]'s race_size / race_max_rounds, so a fresh run finishes in minutes."""
     s = cfg.sweep
     if not s.race:
         return None
+    size, rounds = s.race_size, s.race_max_rounds
+    if light:
+        size, rounds = min(size, cfg.run.race_size), min(rounds, cfg.run.race_max_rounds)
     return RaceSettings(
-        size=s.race_size,
+        size=size,
         margin=s.race_margin,
-        min_rounds=s.race_min_rounds,
-        max_rounds=s.race_max_rounds,
+        min_rounds=min(s.race_min_rounds, rounds),
+        max_rounds=rounds,
         reps=s.reps_per_process,
     )
 
