@@ -13,14 +13,16 @@ from helpers import FIXTURES, edgebench
 pytestmark = [pytest.mark.llama, pytest.mark.gemma]
 
 
+@pytest.mark.timeout(1800)  # two models, end to end; minutes on a quiet 2-core machine
 def test_run_on_default_model(runtime: Runtime, gemma_path: Path, _data_home: Path, tmp_path: Path) -> None:
     # The default model and set-up exactly as `make run`; a narrower sweep keeps the test short.
     (tmp_path / "edgebench.toml").write_text(
         "[sweep]\nthreads = [1, 2]\n\n"
         '[run]\nkv = ["f16"]\nn_prompt = 128\nn_gen = 32\ncontext_max = 4096\nsuite = "mini"\n'
         f'suite_dirs = ["{FIXTURES / "suites"}"]\nrequantized_variants = false\n'
+        "race_max_rounds = 2\n"
     )
-    r = edgebench("run", "--json", timeout=900, cwd=tmp_path)
+    r = edgebench("run", "--json", timeout=1700, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     model, chat = doc["models"]  # the default set: the base model first, then the instruct one
