@@ -46,7 +46,7 @@ lint: setup
 
 # ruff + mypy (strict on the package) + every test, against the real llama.cpp build.
 test: sysdeps-test lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not cross"
 
 # aarch64 rk3588/rpi5 presets, cross-compiled and run under qemu-user (slow; installs the toolchain).
 test-cross: setup
