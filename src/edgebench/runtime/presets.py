@@ -82,7 +82,11 @@ PRESETS: dict[str, Preset] = {
                 f"-DCMAKE_CXX_FLAGS={_A76}",
             ),
             note="Rockchip RK3588 (4×A76 + 4×A55): armv8.2-a, dotprod, fp16, OpenMP (seed 000)",
-            target_features=("neon", "dotprod", "fp16"),  # Cortex-A76/A55: no i8mm, no SVE
+            # What these flags compile, not what the cores have: ggml appends -march=armv8.2-a (from
+            # GGML_CPU_ARM_ARCH) after CMAKE_C_FLAGS, and gcc's -march overrides -mcpu's +dotprod, so
+            # __ARM_FEATURE_DOTPROD is undefined in ggml-cpu (the binary's system_info under qemu
+            # shows no DOTPROD): no dotprod kernels, nothing repacked. tests/test_cross.py checks this.
+            target_features=("neon",),
         ),
         Preset(
             name="rpi5",
