@@ -23,7 +23,7 @@ def test_auto_preset_follows_the_host() -> None:
 def test_rk3588_preset_carries_the_seed_flags() -> None:
     args = PRESETS["rk3588"].cmake_args
     for flag in (
-        "-DGGML_CPU_ARM_ARCH=armv8.2-a",
+        "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16",  # the seed's armv8.2-a compiled no dotprod
         "-DGGML_INTERNAL_DOTPROD=ON",
         "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON",
         "-DGGML_OPENMP=ON",

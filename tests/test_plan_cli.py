@@ -54,9 +54,11 @@ def test_plan_for_a_board_preset_repacks_the_tied_embedding(gemma_path: Path) ->
     pi = json.loads(r.stdout)["plan"]
     # NEON dotprod repacks Q4_K/Q6_K/Q8_0 matmuls and the tied Q8_0 output (170 MiB)
     assert pi["repack_mib"] == pytest.approx(193.38, abs=0.01)
-    # the rk3588 preset's flags compile no dotprod (presets.py): nothing repacked
-    rk = json.loads(edgebench("plan", str(gemma_path), "--preset", "rk3588", "--json").stdout)
-    assert rk["plan"]["repack_mib"] == 0.0
+    # the rk3588 preset compiles dotprod too (-march armv8.2-a+dotprod+fp16): the same repack
+    rk = json.loads(
+        edgebench("plan", str(gemma_path), "--ctx", "2048", "--preset", "rk3588", "--json").stdout
+    )
+    assert rk["plan"]["repack_mib"] == pytest.approx(193.38, abs=0.01)
     generic = json.loads(edgebench("plan", str(gemma_path), "--preset", "generic-arm64", "--json").stdout)
     assert generic["plan"]["repack_mib"] == 0.0  # armv8-a: no dotprod kernels compiled in
     bad = edgebench("plan", str(gemma_path), "--preset", "rk3588", "--arch", "x86_64")

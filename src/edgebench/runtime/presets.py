@@ -73,7 +73,8 @@ PRESETS: dict[str, Preset] = {
             arch="aarch64",
             cmake_args=(
                 "-DGGML_NATIVE=OFF",
-                "-DGGML_CPU_ARM_ARCH=armv8.2-a",
+                # seed 000 says armv8.2-a; the features must be in -march itself (see below)
+                "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16",
                 "-DGGML_INTERNAL_DOTPROD=ON",
                 "-DGGML_INTERNAL_FP16_VECTOR_ARITHMETIC=ON",
                 "-DGGML_OPENMP=ON",
@@ -82,11 +83,11 @@ PRESETS: dict[str, Preset] = {
                 f"-DCMAKE_CXX_FLAGS={_A76}",
             ),
             note="Rockchip RK3588 (4×A76 + 4×A55): armv8.2-a, dotprod, fp16, OpenMP (seed 000)",
-            # What these flags compile, not what the cores have: ggml appends -march=armv8.2-a (from
-            # GGML_CPU_ARM_ARCH) after CMAKE_C_FLAGS, and gcc's -march overrides -mcpu's +dotprod, so
-            # __ARM_FEATURE_DOTPROD is undefined in ggml-cpu (the binary's system_info under qemu
-            # shows no DOTPROD): no dotprod kernels, nothing repacked. tests/test_cross.py checks this.
-            target_features=("neon",),
+            # ggml appends -march=$GGML_CPU_ARM_ARCH after CMAKE_C_FLAGS and gcc's -march overrides
+            # -mcpu's +dotprod: with seed 000's plain armv8.2-a the binary had no DOTPROD (seen in its
+            # system_info under qemu: no dotprod kernels, nothing repacked). Both RK3588 core types
+            # (A76, A55) have dotprod and fp16. tests/test_cross.py checks the binary's features.
+            target_features=("neon", "dotprod", "fp16"),
         ),
         Preset(
             name="rpi5",
