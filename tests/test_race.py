@@ -63,6 +63,8 @@ c.write_text(str(call + 1))
 hold = bytearray(int(({mem_mib}) * 2**20))
 for i in range(0, len(hold), 4096):
     hold[i] = 1
+if hold:  # long enough for the 50 ms sampler too, not only the kernel's ru_maxrss of the reaped child
+    __import__("time").sleep(0.3)
 ts = ({speeds}) * ({drift})
 print(json.dumps([{{"n_prompt": p, "n_gen": n, "n_depth": d, "avg_ts": ts, "stddev_ts": 0.0,
                    "samples_ts": [ts] * r, "samples_ns": [1000] * r, "build_commit": "fake",
