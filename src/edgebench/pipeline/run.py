@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -176,7 +175,3 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
         routing=d.routing,
         report={"html": str(d.html), "markdown": str(d.markdown), "routing": str(d.routing_json)},
     )
-
-
-def report_paths(r: RunReport) -> tuple[Path, Path, Path]:
-    return Path(r.report["html"]), Path(r.report["markdown"]), Path(r.report["routing"])
