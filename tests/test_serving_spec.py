@@ -12,10 +12,10 @@ from edgebench.measure.context import STAGE as CONTEXT_STAGE
 from edgebench.measure.context import ContextTrial
 from edgebench.measure.serving import serving_spec
 from edgebench.measure.space import default_space
-from edgebench.measure.sweep import recommended, serving_config, sweep_model
+from edgebench.measure.sweep import sweep_model
 from edgebench.measure.throughput import MeasureSettings
 from edgebench.models.gguf import read_model_info
-from edgebench.runtime.flags import RuntimeConfig
+from edgebench.pipeline.sweep import SweepReport
 from edgebench.store import Provenance, Store
 from edgebench.testing.synth import write_tiny_llama
 from fake_llama import fake_bin_dir, fake_runtime, python_script
@@ -83,9 +83,8 @@ def test_one_spec_from_sweep_and_context_probe(tmp_path: Path) -> None:
     assert spec.ctx_source == "default" and rc.ctx == 4096
     assert spec.tg_ts == 50.0 and spec.pp_ts == 240.0
     # the sweep's recommendation and what quality/context start with are that same config
-    rec = RuntimeConfig.model_validate(recommended(outcome))
-    assert rec.model_copy(update={"ctx": rc.ctx, "jinja": rc.jinja}) == rc
-    assert serving_config(store, model, host) == rc
+    rec = SweepReport.of(model, outcome, None, gated=False).recommended  # what the table and JSON show
+    assert rec is not None and rec.model_copy(update={"ctx": rc.ctx, "jinja": rc.jinja}) == rc
 
     # the context probe proved 2048 at this KV type; a larger one at another KV type does not count
     prov = Provenance(build_id="b1-fake000", host_fingerprint=host.fingerprint, model_sha256=model.sha256)

@@ -165,7 +165,7 @@ def test_roofline_caps_swa_layers(gemma_path: Path) -> None:
 
 
 def test_stored_results_keep_the_newest_row_per_config(tmp_path: Path) -> None:
-    from edgebench.measure.sweep import stored_results
+    from edgebench.measure.serving import stored_results
     from edgebench.measure.throughput import STAGE, ThroughputResult
     from edgebench.store import Provenance, Store
 

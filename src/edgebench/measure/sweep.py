@@ -12,11 +12,9 @@ from edgebench.measure.crosscheck import VERSION as CHECK_VERSION
 from edgebench.measure.crosscheck import ServerCheck, server_crosscheck
 from edgebench.measure.race import RaceSettings
 from edgebench.measure.search import Search, SweepOutcome, run_search
-from edgebench.measure.serving import host_default_config, serving_runtime, serving_spec, stored_results
 from edgebench.measure.space import SweepSpace
 from edgebench.measure.throughput import MeasureSettings, PointMeasurer, ThroughputResult
 from edgebench.models.gguf import ModelInfo
-from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.proc import TRANSIENT
 from edgebench.store import Provenance, Store, result_key
@@ -24,9 +22,6 @@ from edgebench.store import Provenance, Store, result_key
 __all__ = [
     "crosscheck_best",
     "export_jsonl",
-    "host_default_config",
-    "serving_config",
-    "stored_results",
     "sweep_model",
 ]
 
@@ -47,14 +42,6 @@ def sweep_model(
 ) -> SweepOutcome:
     measurer = PointMeasurer(store, runtime, host, model, settings, on_result=on_result, sysroot=sysroot)
     return run_search(space, measurer, search, race, on_round=on_round)
-
-
-def recommended(outcome: SweepOutcome) -> dict[str, Any] | None:
-    """The sweep's serving config (measure.serving.serving_runtime; the context comes later)."""
-    if outcome.best_tg is None:
-        return None
-    best_pp = outcome.best_pp.result if outcome.best_pp else None
-    return serving_runtime(outcome.best_tg.result, best_pp, RuntimeConfig()).model_dump(mode="json")
 
 
 def crosscheck_best(
@@ -97,11 +84,6 @@ def crosscheck_best(
     )
     store.put(CHECK_STAGE, prov, params, check, status=check.status, version=CHECK_VERSION)
     return check
-
-
-def serving_config(store: Store, model: ModelInfo, host: HostInfo) -> RuntimeConfig:
-    """The serving spec's runtime config (measure.serving): what quality and context start with."""
-    return serving_spec(store, model, host).runtime
 
 
 def export_jsonl(results: list[ThroughputResult], path: Path) -> int:
