@@ -169,10 +169,29 @@ def test_invalid_output_through_the_measurer_is_a_stored_row_of_valid_json(tmp_p
 def test_peak_rss_of_a_short_process_comes_from_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     # The sampler sees the process once, at its start; the 100 MiB it then touches and frees
     # within milliseconds only the kernel's accounting (wait4's ru_maxrss) can report.
+    # It must hold more than the parent (see the next test): 100 MiB above what this process holds.
     monkeypatch.setattr(proc, "SAMPLE_INTERVAL_S", 3600.0)
-    r = proc.run([PY, "-c", "b = bytearray(100 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    mib = int(psutil.Process().memory_info().rss / 2**20) + 100
+    r = proc.run([PY, "-c", f"b = bytearray({mib} * 2**20); b[::4096] = b'x' * len(b[::4096])"])
     assert r.ok and r.returncode == 0
-    assert r.peak_rss_mib >= 100
+    assert r.peak_rss_mib >= mib
+
+
+def test_a_small_child_of_a_big_parent_does_not_inherit_its_peak() -> None:
+    # Linux starts a forked child's ru_maxrss at the parent's RSS: a 10 MiB child of a 400 MiB
+    # parent read "400 MiB" (the race's memory tie-break then saw every config alike).
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    r = proc.run(
+        [
+            PY,
+            "-c",
+            "import time; b = bytearray(30 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)",
+        ]
+    )
+    assert r.ok
+    assert 30 <= r.peak_rss_mib < 200, r.peak_rss_mib
+    del ballast
 
 
 def test_exit_status_is_kept_when_we_reap_the_child() -> None:

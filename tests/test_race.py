@@ -153,7 +153,10 @@ def test_tie_with_equal_threads_goes_to_less_memory(tmp_path: Path) -> None:
     out = _sweep(tmp_path, bench, _space([1], ["f16", "q8_0"]), RACE)
     assert out.best_tg is not None and out.best_tg.race is not None
     assert out.best_tg.race.decision == "tie"
-    assert out.best_tg.result.point.kv == "q8_0"  # same threads; f16's process held 120 MiB more
+    with Store(tmp_path / "s.sqlite") as store:
+        rounds = [RaceRound.model_validate(r.record) for r in store.rows(ROUND_STAGE)]
+    rss = [(e.label, e.status, e.peak_rss_mib) for rd in rounds for e in rd.entries]
+    assert out.best_tg.result.point.kv == "q8_0", rss  # same threads; f16's process held 120 MiB more
 
 
 # ------------------------------------------------------------------------------------------ gating

@@ -47,7 +47,11 @@ __all__ = [
 # Peak RSS is sampled (the group's sum, what the OS sees when it decides to OOM-kill, and the
 # watchdog's input), with the kernel's own ru_maxrss of the reaped child as a floor: a process of a
 # few milliseconds is over before the first sample (issue 10: a 14 ms llama-bench "peaked" at 0).
+# But Linux starts a forked child's high-water mark at its parent's RSS and keeps it across exec,
+# so ru_maxrss never reads below what edgebench itself held at the fork (a 200 MiB test session
+# made every fake bench "peak" at 207.7 MiB): it counts only when clearly above that.
 SAMPLE_INTERVAL_S = 0.05
+INHERITED_MARGIN_MIB = 32.0  # what the child adds before exec (preexec_fn) on top of our copy
 CHILD_SCAN_S = 1.0  # how often the sampler looks for new child processes
 TERM_GRACE_S = 5.0
 # After the leader exited and its group was killed, how long output may still drain: only a
@@ -408,6 +412,13 @@ def kill_group(proc: subprocess.Popen[str], grace_s: float = TERM_GRACE_S) -> No
         proc.wait(timeout=grace_s)  # Popen reaps (thread-safe with its other waits)
 
 
+def _own_rss_mib() -> float:
+    try:
+        return float(psutil.Process().memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
 def _reap(proc: subprocess.Popen[str]) -> float:
     """Reap the exited leader ourselves, for the kernel's accounting of it: returns ru_maxrss in
     MiB (its own peak and that of the descendants it waited for). Popen is told the status."""
@@ -505,6 +516,7 @@ def run(
     read for at most DRAIN_S more (a process that left the group is not waited for).
     """
     merged = on_line is not None
+    inherited = _own_rss_mib() + INHERITED_MARGIN_MIB  # see INHERITED_MARGIN_MIB
     proc = spawn(
         argv,
         env=env,
@@ -597,7 +609,7 @@ def run(
         stdout=stdout,
         stderr=stderr,
         wall_s=time.monotonic() - t0,
-        peak_rss_mib=max(sampler.peak_mib, kernel_peak),
+        peak_rss_mib=max(sampler.peak_mib, kernel_peak if kernel_peak > inherited else 0.0),
         peak_anon_mib=sampler.peak_anon_mib,
         peak_swap_mib=sampler.peak_swap_mib,
     )
