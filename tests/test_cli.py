@@ -143,12 +143,10 @@ def test_run_measures_and_resumes(runtime: Runtime, tiny_model: Path, tmp_path: 
     (sw,) = doc["sweeps"]
     tests = {(x["test"], x["point"]["kv"]) for x in sw["results"] if x["depth"] == 0}
     assert tests == {("pp32", "f16"), ("tg16", "f16"), ("pp32", "q8_0"), ("tg16", "q8_0")}
-    # [run] depths = [0, 2048]: the winners measured once more with 2048 tokens already in the cache
-    deep = {(x["kind"], x["point"]["kv"]) for x in sw["results"] if x["depth"] == 2048}
-    assert deep == {
-        ("pp", sw["best_pp"]["result"]["point"]["kv"]),
-        ("tg", sw["best_tg"]["result"]["point"]["kv"]),
-    }
+    # [run] depths = [0, 1024]: decode's winner measured once more with 1024 tokens in the cache
+    # (only decode: what the report plots; a deep prefill would refill the context every rep)
+    deep = {(x["kind"], x["point"]["kv"]) for x in sw["results"] if x["depth"] == 1024}
+    assert deep == {("tg", sw["best_tg"]["result"]["point"]["kv"])}
     for x in sw["results"]:
         assert x["status"] == "ok" and x["mean_ts"] > 0 and x["n"] >= 3
         assert x["resumed"] is False

@@ -49,12 +49,18 @@ def test_probe_finds_the_limit_under_a_small_budget(
     base = RuntimeConfig(threads=2, cache_type_k="f16", cache_type_v="f16", flash_attn="on")
     roomy = probe_context(store, runtime, host, m, base, budget_mib=20000, log_dir=tmp_path, n_decode=8)
     assert roomy.stable_ctx == 16384
-    rss = {t.ctx: t.peak_rss_mib for t in roomy.trials}
-    assert all(t.ok and t.decoded == 8 and t.memory is not None for t in roomy.trials)
-    kv = {t.ctx: t.memory.devices["CPU"].kv_mib for t in roomy.trials if t.memory}
+    # the planner says the largest candidate fits: the search starts there, and it holds
+    assert [t.ctx for t in roomy.trials] == [16384]
+    at_8k = probe_context(
+        store, runtime, host, m, base, budget_mib=20000, log_dir=tmp_path, n_decode=8, ctx_list=[8192]
+    )
+    trials = [*at_8k.trials, *roomy.trials]
+    rss = {t.ctx: t.peak_rss_mib for t in trials}
+    assert all(t.ok and t.decoded == 8 and t.memory is not None for t in trials)
+    kv = {t.ctx: t.memory.devices["CPU"].kv_mib for t in trials if t.memory}
     assert kv[16384] == pytest.approx(2 * kv[8192], rel=0.02)  # KV grows linearly with context
     # the filled KV cache is anonymous memory, and it is resident (90 % of it was written)
-    assert all((t.peak_anon_mib or 0) >= 0.85 * kv[t.ctx] for t in roomy.trials)
+    assert all((t.peak_anon_mib or 0) >= 0.85 * kv[t.ctx] for t in trials)
     # a budget between what 8k and 16k need: the probe must stop below 16k and say why
     budget = (rss[8192] + rss[16384]) / 2
     store2 = Store(tmp_path / "s2.sqlite")

@@ -218,3 +218,33 @@ def test_stored_results_keep_the_newest_row_per_config(tmp_path: Path) -> None:
     here = stored_results(store, "s", host_fingerprint="h")
     assert sorted((r.test, r.mean_ts) for r in here) == [("pp128", 400.0), ("tg32", 60.0)]
     assert {r.mean_ts for r in stored_results(store, "s") if r.test == "tg32"} == {99.0}  # newest anywhere
+
+
+def test_variants_are_measured_where_their_base_was_decided() -> None:
+    # `edgebench run` measures the requantized copies at the default model's decided settings
+    # (pp's and tg's winners; decode's KV type, as served), at depth 0 only: not searched again.
+    from edgebench.measure.search import Best
+    from edgebench.pipeline.sweep import SweepReport, decided_space
+    from test_decide import make_throughput
+
+    space = default_space(RK, SweepConfig(), depth=[0, 1024], depth_kinds=("tg",))
+    pp = make_throughput("m", "pp", 100.0, threads=6, kv="q8_0")
+    tg = make_throughput("m", "tg", 10.0, threads=4, kv="f16")
+    base = SweepReport.model_construct(
+        best_pp=Best(kind="pp", result=pp, tied_with=[]), best_tg=Best(kind="tg", result=tg, tied_with=[])
+    )
+    at = decided_space(space, base)
+    assert at is not None
+    assert at.threads == [4, 6] and at.kv == ["f16"] and at.fa == ["on"] and at.depth == [0]
+    assert [c.name for c in at.cpus] == ["all"] and at.ubatch == [512]
+    assert at.size() == 2  # two points instead of the base's search and race
+    assert decided_space(space, SweepReport.model_construct(best_pp=None, best_tg=None)) is None
+
+
+def test_only_the_named_tests_are_repeated_at_depth() -> None:
+    from edgebench.measure.search import plan_size
+
+    both = default_space(PI, SweepConfig(), depth=[0, 2048])
+    tg_only = both.model_copy(update={"depth_kinds": ("tg",)})
+    assert plan_size(both, "grid") - plan_size(tg_only, "grid") == both.size()
+    assert plan_size(both, "adaptive") - plan_size(tg_only, "adaptive") == 1

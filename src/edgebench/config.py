@@ -168,12 +168,13 @@ class RunConfig(_Strict):
     flash_attn: list[Literal["on", "off", "auto"]] = ["on"]
     # None: the serving spec's KV type, so the context proven is the one that will be served
     context_kv: str | None = None
-    # decode is also measured at these deeper contexts (the winner only), for the depth plot
-    depths: list[int] = [0, 2048]
+    # decode (only) is also measured at these deeper contexts (the winner only), for the depth plot
+    depths: list[int] = [0, 1024]
     # the run's race is lighter than [sweep]'s: two finalists, at most 4 interleaved rounds
     race_size: int = Field(default=2, ge=2)
     race_max_rounds: int = Field(default=4, ge=2)
-    context_max: int = Field(default=8192, ge=256)  # largest context the probe tries in a run
+    # largest context the probe tries in a run (`edgebench context` goes on to ctx_train)
+    context_max: int = Field(default=4096, ge=256)
     suite: str = "seed14"
     suite_dirs: list[Path] = []
     samples: int = Field(default=0, ge=0)

@@ -3,8 +3,9 @@
 A context counts as stable when llama-server (a) loads with it, (b) accepts a prompt that fills
 it to ~90 %, (c) decodes N tokens after that prompt, (d) does not grow swap beyond a threshold and
 (e) keeps its resident memory under the RAM budget. Candidates are 2k, 4k, 8k … ctx_train;
-the search is a binary search over them (stability is monotone in context), and every tried
-context is stored with its timings, llama.cpp's own memory breakdown and the failing step.
+the search starts at the largest the memory planner says fits, then bisects (stability is
+monotone in context), and every tried context is stored with its timings, llama.cpp's own
+memory breakdown and the failing step.
 """
 
 from __future__ import annotations
@@ -82,6 +83,22 @@ class ContextProbe(BaseModel):
     bpw: float = 0.0
     trials: list[ContextTrial]
     incomplete: str | None = None  # why the search stopped early (a transient failure)
+
+
+def _planned_start(model: ModelInfo, base: RuntimeConfig, cands: list[int], budget_mib: float) -> int:
+    """Index of the largest candidate whose planned host memory fits the budget (a prediction:
+    only where the search starts, never a verdict); the smallest when none does, the middle
+    when the planner cannot say."""
+    start = 0
+    for i, c in enumerate(cands):
+        try:
+            fits = plan_memory(model, base.model_copy(update={"ctx": c})).host_total_mib <= budget_mib
+        except ConfigError:
+            return (len(cands) - 1) // 2
+        if not fits:
+            break
+        start = i
+    return start
 
 
 def candidates(ctx_train: int, lo: int = 2048) -> list[int]:
@@ -280,8 +297,11 @@ def probe_context(
     )
     trials: dict[int, ContextTrial] = {}
     lo, hi, best, incomplete = 0, len(cands) - 1, None, None
+    # The first trial is the largest context the planner says fits the budget: when it holds (the
+    # usual case) the search is one trial above it, or none, instead of log2(candidates) trials.
+    mid = _planned_start(model, base, cands, budget_mib)
     while lo <= hi:
-        mid = (lo + hi) // 2
+        mid = mid if lo <= mid <= hi else (lo + hi) // 2
         if cands[mid] not in trials:
             trials[cands[mid]] = p.trial(cands[mid])
         t = trials[cands[mid]]
@@ -292,6 +312,7 @@ def probe_context(
             best, lo = cands[mid], mid + 1
         else:
             hi = mid - 1
+        mid = -1  # from here on: bisect
     return ContextProbe(
         model=model.name,
         kv=base.cache_type_k,

@@ -144,11 +144,12 @@ def _start(space: SweepSpace) -> Point:
 def plan_size(space: SweepSpace, search: Search, race: RaceSettings | None = None) -> int:
     """Runs (and race rounds) the search will make at most, roughly (for the progress bar's ETA)."""
     rounds = 2 * race.min_rounds if race is not None else 0  # a race stops at min_rounds at best
-    grid = space.size() * 2 * len(space.depth)
+    deep = len(space.depth_kinds) * (len(space.depth) - 1)
+    grid = space.size() * (2 + deep)
     if search == "grid":
         return grid + rounds
     per_pass = len(space.threads) + len(space.fa) * len(space.kv) + len(space.cpus) - 2
-    return min(grid, 2 * per_pass + len(space.ubatch) - 1 + 2 * (len(space.depth) - 1)) + rounds
+    return min(grid, 2 * per_pass + len(space.ubatch) - 1 + deep) + rounds
 
 
 def run_search(
@@ -196,12 +197,13 @@ def run_search(
         best[kind] = b
     for d in space.depth[1:]:
         pp, tg = space.tests(d)
+        deep = [(kind, test) for kind, test in (("pp", pp), ("tg", tg)) if kind in space.depth_kinds]
         if search == "grid":
             for p in space.points():
-                measure(p, pp)
-                measure(p, tg)
+                for _, test in deep:
+                    measure(p, test)
             continue
-        for kind, test in (("pp", pp), ("tg", tg)):
+        for kind, test in deep:
             if (b := best[kind]) is not None:
                 measure(b.result.point, test)
     results = list(seen.values())
@@ -211,6 +213,6 @@ def run_search(
         results=results,
         best_pp=best["pp"],
         best_tg=best["tg"],
-        grid_size=space.size() * 2 * len(space.depth),
+        grid_size=space.size() * (2 + len(space.depth_kinds) * (len(space.depth) - 1)),
         measured=len(results),
     )

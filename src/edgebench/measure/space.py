@@ -66,6 +66,9 @@ class SweepSpace(BaseModel):
     depth: list[int]
     n_prompt: int
     n_gen: int
+    # which tests are repeated at the deeper depths: each repetition refills the whole context
+    # there, so a run that only plots decode vs depth ("tg") saves the deep prefill's minutes
+    depth_kinds: tuple[Literal["pp", "tg"], ...] = ("pp", "tg")
 
     def points(self) -> Iterator[Point]:
         """The full cartesian grid, minus points that ask for more threads than pinned CPUs."""
@@ -128,6 +131,7 @@ def default_space(
     depth: list[int] | None = None,
     n_prompt: int | None = None,
     n_gen: int | None = None,
+    depth_kinds: tuple[Literal["pp", "tg"], ...] = ("pp", "tg"),
 ) -> SweepSpace:
     """CLI options over config over host-class defaults; every value checked here, once."""
     th = threads or sweep.threads or _default_threads(host)
@@ -158,4 +162,5 @@ def default_space(
         depth=deps,
         n_prompt=n_prompt or sweep.n_prompt,
         n_gen=n_gen or sweep.n_gen,
+        depth_kinds=depth_kinds,
     )

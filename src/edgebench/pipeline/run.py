@@ -37,7 +37,7 @@ from edgebench.pipeline.events import (
     silent,
 )
 from edgebench.pipeline.quality import StartFailure, run_quality
-from edgebench.pipeline.sweep import SweepReport, race_for, settings_for, sweep_models
+from edgebench.pipeline.sweep import SweepReport, decided_space, race_for, settings_for, sweep_models
 from edgebench.quality import sandbox
 from edgebench.quality.runner import QualitySettings
 from edgebench.quality.score import SuiteScore
@@ -90,9 +90,10 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
         )
         emit(TaskProgress(task="setup", completed=100, label="models: assembling / reading metadata"))
         models = ensure_models(cfg, store)
+        variants: list[ModelInfo] = []
         if not cfg.models and rc.requantized_variants:
             emit(TaskProgress(task="setup", advance=0, label="models: requantized variants (llama-quantize)"))
-            models += requantized_variants(store, runtime, models[0], cfg.models_dir)
+            variants = requantized_variants(store, runtime, models[0], cfg.models_dir)
         emit(TaskProgress(task="setup", advance=0, label="host: probing (bandwidth test)"))
         host = probe_host(measure_bandwidth=bandwidth)
         emit(TaskFinished(task="setup"))
@@ -104,7 +105,7 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
             m.name: plan_memory(
                 m, host_default_config(host).model_copy(update={"ctx": min(rc.context_max, m.ctx_train)})
             )
-            for m in models
+            for m in [*models, *variants]
         }
     with stage("sweep"):
         space = default_space(
@@ -115,6 +116,7 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
             n_prompt=rc.n_prompt,
             n_gen=rc.n_gen,
             depth=rc.depths,
+            depth_kinds=("tg",),  # decode vs depth is what the report plots from a run
         )
         settings = settings_for(cfg, host, ci=rc.ci_target, max_reps=rc.max_reps)
         sweeps = sweep_models(
@@ -130,6 +132,26 @@ def run_pipeline(cfg: Config, store: Store, *, bandwidth: bool = True, emit: Emi
             emit=emit,
             race=race_for(cfg, light=True),
         )
+        if variants and (at := decided_space(space, sweeps[0])) is not None:
+            emit(
+                Notice(
+                    text=f"{', '.join(v.name for v in variants)}: measured at {models[0].name}'s "
+                    f"decided settings (threads {at.threads}, kv {at.kv[0]}, fa {at.fa[0]}), not searched"
+                )
+            )
+            sweeps += sweep_models(
+                store,
+                runtime,
+                host,
+                variants,
+                at,
+                settings,
+                "grid",
+                server_check=False,
+                log_dir=cfg.data_dir / "logs",
+                emit=emit,
+            )
+        models += variants
     budget = cfg.budgets.usable_mib(host.ram_total_mib)
     with stage("context"):
 

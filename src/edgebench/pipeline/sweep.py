@@ -22,7 +22,7 @@ from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.store import Store
 
-__all__ = ["SweepReport", "race_for", "settings_for", "sweep_models"]
+__all__ = ["SweepReport", "decided_space", "race_for", "settings_for", "sweep_models"]
 
 
 class SweepReport(BaseModel):
@@ -100,6 +100,29 @@ def settings_for(
     )
 
 
+def decided_space(space: SweepSpace, base: SweepReport) -> SweepSpace | None:
+    """The points `base`'s sweep decided on (its pp and tg winners), as a space of their own: a
+    requantized copy of a model is measured where its original was decided, as a user compares
+    quantizations with llama-bench (`-m a,b,c` at one set of flags), rather than searched and
+    raced again, at depth 0 only (the depth curve is the base's). None when the base decided
+    nothing."""
+    wins = [b.result.point for b in (base.best_pp, base.best_tg) if b is not None]
+    serving = base.best_tg or base.best_pp  # decode's winner sets the KV type, as served
+    if serving is None:
+        return None
+    tg = serving.result.point
+    return space.model_copy(
+        update={
+            "threads": sorted({p.threads for p in wins}),
+            "kv": [tg.kv],
+            "fa": [tg.fa],
+            "ubatch": sorted({p.ubatch for p in wins}),
+            "cpus": [tg.cpus],
+            "depth": [0],
+        }
+    )
+
+
 def race_for(cfg: Config, *, light: bool = False) -> RaceSettings | None:
     """The finalists' race from [sweep] (None: racing is off, the search alone decides);
     `light`: capped by [run]'s race_size / race_max_rounds, so a fresh run finishes in minutes."""
@@ -107,14 +130,16 @@ def race_for(cfg: Config, *, light: bool = False) -> RaceSettings | None:
     if not s.race:
         return None
     size, rounds = s.race_size, s.race_max_rounds
+    reps = s.reps_per_process
     if light:
         size, rounds = min(size, cfg.run.race_size), min(rounds, cfg.run.race_max_rounds)
+        reps = 1  # the race's unit is the process (paired per round): one repetition each suffices
     return RaceSettings(
         size=size,
         margin=s.race_margin,
         min_rounds=min(s.race_min_rounds, rounds),
         max_rounds=rounds,
-        reps=s.reps_per_process,
+        reps=reps,
     )
 
 
