@@ -1,9 +1,10 @@
 """bench/fidelity: edgebench's pp/tg vs a direct llama-bench run of the same config, as paired rounds.
 
-Each round runs, per config and test, edgebench (E), llama-bench (D) and llama-bench again (D2)
-back to back, the order reversed every other round; the unit is the round's ratio E/D, measured in
-the same minute, so the machine's drift cancels. Beside it, the A/A ratio D2/D: what llama-bench
-against itself looks like on this machine (the noise floor).
+Each round runs, per config and test, five processes back to back: llama-bench (D1), edgebench
+(E), llama-bench (D2, X, D3). The unit is the round's ratio E / mean(D1, D2), measured in the same
+minute between its neighbours, so drift and position cancel; beside it the A/A ratio
+X / mean(D2, D3) of the same shape: llama-bench against itself on this machine (the noise floor).
+(An E D D2 / D2 D E order with 3 processes gave A/A CIs of ±5-17 % here: position effects.)
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
 Usage: python bench/fidelity.py [--rounds 6]
 """
@@ -80,16 +81,17 @@ def main() -> None:
         for ci, p in enumerate(CONFIGS):
             for ti, t in enumerate(TESTS):
                 m = PointMeasurer(fresh_store(), runtime, host, model, settings)
-                if r % 2 == 0:  # alternate who goes first, so drift does not favour one side
-                    e = m.measure(p, t).mean_ts or 0.0
-                    d = direct(bench, model.path, p, t)
-                    d2 = direct(bench, model.path, p, t)
-                else:
-                    d2 = direct(bench, model.path, p, t)
-                    d = direct(bench, model.path, p, t)
-                    e = m.measure(p, t).mean_ts or 0.0
+                # Sandwiches, so drift and a process's position cancel: D1 E D2 X D3, where X is
+                # llama-bench again. E/D = E / mean(D1, D2); A/A = X / mean(D2, D3): the same
+                # geometry, so the two CIs compare the wrapper's effect with this machine's noise.
+                d1 = direct(bench, model.path, p, t)
+                e = m.measure(p, t).mean_ts or 0.0
+                d2 = direct(bench, model.path, p, t)
+                x = direct(bench, model.path, p, t)
+                d3 = direct(bench, model.path, p, t)
+                d = (d1 + d2) / 2
                 ratio.setdefault((ci, ti), []).append(e / d)
-                aa.setdefault((ci, ti), []).append(d2 / d)
+                aa.setdefault((ci, ti), []).append(x / ((d2 + d3) / 2))
                 means.setdefault((ci, ti), []).append((e, d))
         print(f"round {r + 1}/{rounds} done", flush=True)
     print(

@@ -150,3 +150,91 @@ def test_declared_context_limit_moves_to_backup_or_refuses(tmp_path: Path) -> No
         r = _post(c, url, "x" * 600)
         assert r.status_code == 400 and "over the context of 50" in r.text
         assert _post(c, url, "short").status_code == 200
+
+
+@contextmanager
+def _drops_second_request() -> Iterator[tuple[str, list[str]]]:
+    """A bare HTTP/1.1 upstream that answers with keep-alive, but closes the connection without a
+    byte of answer when the second request arrives on it: llama-server (cpp-httplib) dropping an
+    idle keep-alive connection just as a pooled client reuses it."""
+    import socket
+    import threading
+
+    ok = json.dumps(
+        {
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+            ],
+        }
+    ).encode()
+    seen: list[str] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def conn(s: socket.socket) -> None:
+        with s:
+            buf, served = b"", 0
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                n = int(
+                    next(
+                        (
+                            ln.split(b":")[1]
+                            for ln in head.split(b"\r\n")
+                            if ln.lower().startswith(b"content-length")
+                        ),
+                        b"0",
+                    )
+                )
+                while len(buf) < n:
+                    buf += s.recv(65536)
+                buf = buf[n:]
+                if served == 1:
+                    seen.append("dropped")
+                    return  # the second request on this connection: closed, no answer
+                seen.append("answered")
+                served += 1
+                s.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                    + f"Content-Length: {len(ok)}\r\n\r\n".encode()
+                    + ok
+                )
+
+    def accept() -> None:
+        while True:
+            try:
+                s, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=conn, args=(s,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}", seen
+    finally:
+        srv.close()
+
+
+def test_a_dropped_keep_alive_connection_is_retried_not_a_502(tmp_path: Path) -> None:
+    with _drops_second_request() as (up, seen):
+        b = BackendConfig(name="r1", url=up, model="upstream-model")
+        only = ServeTable(
+            models={"r1": Served(name="r1", remote=b, memory=Memory(mib=0, source="unknown"))},
+            tiers={},
+            source="test",
+        )
+        with gateway(only, None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+            for _ in range(3):  # no backup to fall back to: the gateway itself must re-send
+                r = c.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "r1", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert r.status_code == 200, r.text
+        assert "dropped" in seen  # the upstream did drop a pooled connection

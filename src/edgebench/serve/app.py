@@ -73,6 +73,16 @@ class _HTTPError(Exception):
         self.status, self.msg, self.cls, self.retry_after_s = status, msg, cls, retry_after_s
 
 
+async def _send(http: httpx.AsyncClient, req: httpx.Request, *, stream: bool) -> httpx.Response:
+    """Send, once more on a fresh connection when a pooled one turned out closed: llama-server
+    (cpp-httplib) drops idle keep-alive connections, and a request that raced that close got no
+    byte of an answer ("Server disconnected without sending a response"), so nothing ran twice."""
+    try:
+        return await http.send(req, stream=stream)
+    except httpx.RemoteProtocolError:
+        return await http.send(req, stream=stream)
+
+
 class _Upstream(Exception):
     """The upstream failed before the first byte reached the client: the backup may take it."""
 
@@ -519,10 +529,15 @@ class Gateway:
     ) -> Response:
         assert self._http is not None
         first, _ = self._timeouts(lease, pred)
+        req = self._http.build_request(
+            "POST",
+            lease.base_url + path,
+            json=body,
+            headers=up_headers,
+            timeout=httpx.Timeout(first, connect=10),
+        )
         try:
-            r = await self._http.post(
-                lease.base_url + path, json=body, headers=up_headers, timeout=httpx.Timeout(first, connect=10)
-            )
+            r = await _send(self._http, req, stream=False)
         except httpx.TimeoutException as exc:
             await self.pool.restart_after_stall(lease.name)
             raise _Upstream(f"no answer within {first:.0f} s") from exc
@@ -554,7 +569,7 @@ class Gateway:
         first_s, stall_s = self._timeouts(lease, pred)
         req = self._http.build_request("POST", lease.base_url + path, json=body, headers=up_headers)
         try:
-            r = await self._http.send(req, stream=True)
+            r = await _send(self._http, req, stream=True)
         except httpx.HTTPError as exc:
             raise _Upstream(f"connection failed: {type(exc).__name__}") from exc
         stack.push_async_callback(r.aclose)
