@@ -147,7 +147,7 @@ def test_eight_streams_fifty_requests_each(
 ) -> None:
     t = table(spec(chat_model, "tiny"))
     errors: list[str] = []
-    done = [0]
+    done, chars = [0], [0]
     lock = threading.Lock()
     with gateway(t, runtime, tmp_path, queue_depth=16) as (url, _):
         c = _client(url, client_for)
@@ -168,10 +168,14 @@ def test_eight_streams_fifty_requests_each(
                         p.choices[0].finish_reason for p in parts if p.choices and p.choices[0].finish_reason
                     ]
                     text = "".join((p.choices[0].delta.content or "") for p in parts if p.choices)
-                    if finish != ["length"] or not text:
+                    # the finish reason comes in the last chunk: a cut stream has none. The text of
+                    # 6 sampled tokens of a random tiny model may be empty (llama-server holds back
+                    # incomplete UTF-8), so only the whole run's text is required to be non-empty.
+                    if finish != ["length"]:
                         errors.append(f"{k}/{i}: truncated: finish {finish}, text {text!r}")
                     with lock:
                         done[0] += 1
+                        chars[0] += len(text)
                 except Exception as exc:
                     errors.append(f"{k}/{i}: {type(exc).__name__}: {exc}")
 
@@ -181,7 +185,7 @@ def test_eight_streams_fifty_requests_each(
         for th in threads:
             th.join()
     assert errors == []
-    assert done[0] == 400
+    assert done[0] == 400 and chars[0] > 400
 
 
 def test_sigkill_mid_stream_error_event_then_restart(
