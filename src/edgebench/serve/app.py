@@ -74,9 +74,9 @@ class _HTTPError(Exception):
 
 
 async def _send(http: httpx.AsyncClient, req: httpx.Request, *, stream: bool) -> httpx.Response:
-    """Send, once more on a fresh connection when a pooled one turned out closed: llama-server
-    (cpp-httplib) drops idle keep-alive connections, and a request that raced that close got no
-    byte of an answer ("Server disconnected without sending a response"), so nothing ran twice."""
+    """Send, and once more when a pooled connection turned out closed (the pool discards it):
+    llama-server (cpp-httplib) drops idle keep-alive connections, and a request that raced that
+    close got no byte of an answer ("Server disconnected without sending a response")."""
     try:
         return await http.send(req, stream=stream)
     except httpx.RemoteProtocolError:
