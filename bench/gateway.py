@@ -33,18 +33,17 @@ RETRIES: dict[str, int] = {}  # requests re-sent after a dropped keep-alive conn
 
 def one(client: httpx.Client, url: str, path: str, body: dict[str, object]) -> tuple[float, float]:
     """(ttft_s, decode t/s) of one streamed request, measured by the client. A pooled connection
-    the server closed (no byte of an answer) is retried once, as the openai client does."""
-    try:
-        return _one(client, url, path, body)
-    except httpx.RemoteProtocolError:
-        RETRIES[url] = RETRIES.get(url, 0) + 1
-        return _one(client, url, path, body)
-
-
-def _one(client: httpx.Client, url: str, path: str, body: dict[str, object]) -> tuple[float, float]:
+    the server closed before any answer is retried once, as the openai client does; a stream cut
+    after its head is an error, never retried."""
     t0 = time.perf_counter()
     stamps: list[float] = []
-    with client.stream("POST", url + path, json=body) as r:
+    req = client.build_request("POST", url + path, json=body)
+    try:
+        r = client.send(req, stream=True)
+    except httpx.RemoteProtocolError:
+        RETRIES[url] = RETRIES.get(url, 0) + 1  # the TTFT keeps the failed attempt: the user waited
+        r = client.send(req, stream=True)
+    with r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: {"):

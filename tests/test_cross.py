@@ -104,8 +104,8 @@ def _load_under_qemu(server: Path, model: Path, ctx: int, log: Path, timeout_s: 
 def test_arm_plan_matches_an_aarch64_load(preset: str, gemma_path: Path, tmp_path: Path) -> None:
     """The planner's aarch64 prediction (the preset's declared target features) against the buffers
     the preset's own llama-server reports under qemu: model, CPU_REPACK, KV within 2 %. With NEON
-    dotprod (rpi5) gemma-3-270m's Q8_0 tied embedding gets a ~170 MiB repacked output copy; the
-    rk3588 flags compile no dotprod (see presets.py), so nothing is repacked there."""
+    dotprod (both presets, see presets.py) gemma-3-270m's Q8_0 tied embedding gets a ~170 MiB
+    repacked output copy."""
     cfg = load_config()
     info = build(builds_dir=cfg.builds_dir, cache_dir=cfg.cache_dir, preset=PRESETS[preset])
     server = Path(info.bin_dir) / "llama-server"

@@ -153,10 +153,11 @@ def test_declared_context_limit_moves_to_backup_or_refuses(tmp_path: Path) -> No
 
 
 @contextmanager
-def _drops_second_request() -> Iterator[tuple[str, list[str]]]:
+def _drops_second_request(*, cut_body: bool = False) -> Iterator[tuple[str, list[str]]]:
     """A bare HTTP/1.1 upstream that answers with keep-alive, but closes the connection without a
     byte of answer when the second request arrives on it: llama-server (cpp-httplib) dropping an
-    idle keep-alive connection just as a pooled client reuses it."""
+    idle keep-alive connection just as a pooled client reuses it. `cut_body`: every answer is cut
+    after its head and half its body instead (a reply that broke: it must not be asked twice)."""
     import socket
     import threading
 
@@ -204,8 +205,10 @@ def _drops_second_request() -> Iterator[tuple[str, list[str]]]:
                 s.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
                     + f"Content-Length: {len(ok)}\r\n\r\n".encode()
-                    + ok
+                    + (ok[: len(ok) // 2] if cut_body else ok)
                 )
+                if cut_body:
+                    return
 
     def accept() -> None:
         while True:
@@ -238,3 +241,22 @@ def test_a_dropped_keep_alive_connection_is_retried_not_a_502(tmp_path: Path) ->
                 )
                 assert r.status_code == 200, r.text
         assert "dropped" in seen  # the upstream did drop a pooled connection
+
+
+def test_a_reply_cut_after_its_head_is_an_error_and_not_sent_twice(tmp_path: Path) -> None:
+    # the re-send is for a connection that answered nothing; a reply that broke mid-body may have
+    # run on the server already (a generation): it is a 502, and the upstream saw one request
+    with _drops_second_request(cut_body=True) as (up, seen):
+        b = BackendConfig(name="r1", url=up, model="upstream-model")
+        only = ServeTable(
+            models={"r1": Served(name="r1", remote=b, memory=Memory(mib=0, source="unknown"))},
+            tiers={},
+            source="test",
+        )
+        with gateway(only, None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+            r = c.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "r1", "messages": [{"role": "user", "content": "hi"}]},
+            )
+        assert r.status_code == 502 and "upstream" in r.text
+        assert seen == ["answered"]

@@ -73,14 +73,15 @@ class _HTTPError(Exception):
         self.status, self.msg, self.cls, self.retry_after_s = status, msg, cls, retry_after_s
 
 
-async def _send(http: httpx.AsyncClient, req: httpx.Request, *, stream: bool) -> httpx.Response:
-    """Send, and once more when a pooled connection turned out closed (the pool discards it):
-    llama-server (cpp-httplib) drops idle keep-alive connections, and a request that raced that
-    close got no byte of an answer ("Server disconnected without sending a response")."""
+async def _send(http: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
+    """Send and wait for the response's head (the body is the caller's to read), once more when a
+    pooled connection turned out closed (the pool discards it): llama-server (cpp-httplib) drops
+    idle keep-alive connections, and a request that raced that close got no byte of an answer.
+    Only the head is retried: a body cut later is a broken reply, never sent twice."""
     try:
-        return await http.send(req, stream=stream)
+        return await http.send(req, stream=True)
     except httpx.RemoteProtocolError:
-        return await http.send(req, stream=stream)
+        return await http.send(req, stream=True)
 
 
 class _Upstream(Exception):
@@ -537,7 +538,11 @@ class Gateway:
             timeout=httpx.Timeout(first, connect=10),
         )
         try:
-            r = await _send(self._http, req, stream=False)
+            r = await _send(self._http, req)
+            try:
+                await r.aread()
+            finally:
+                await r.aclose()
         except httpx.TimeoutException as exc:
             await self.pool.restart_after_stall(lease.name)
             raise _Upstream(f"no answer within {first:.0f} s") from exc
@@ -569,7 +574,7 @@ class Gateway:
         first_s, stall_s = self._timeouts(lease, pred)
         req = self._http.build_request("POST", lease.base_url + path, json=body, headers=up_headers)
         try:
-            r = await _send(self._http, req, stream=True)
+            r = await _send(self._http, req)
         except httpx.HTTPError as exc:
             raise _Upstream(f"connection failed: {type(exc).__name__}") from exc
         stack.push_async_callback(r.aclose)
