@@ -1,9 +1,14 @@
-"""The gateway in a thread of this process (uvicorn on an ephemeral loopback port) for the benchmarks,
-with the CPU time its event-loop thread used (what it takes from inference on a small board)."""
+"""The gateway for the benchmarks (uvicorn on an ephemeral loopback port): in a thread of this process
+when the bench reads its state, or as its own process (as `edgebench serve` runs) when the bench times
+it, with the CPU time it used (what it takes from inference on a small board)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,7 +63,11 @@ def run_gateway(spec: ServingSpec, runtime: Runtime, log_dir: Path, **settings: 
         source="bench",
     )
     app, gw = build_app(tbl, runtime, GatewaySettings(log_dir=log_dir, **settings))  # type: ignore[arg-type]
-    sock = socket.socket()
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+    # socket's proto says TCP, and a bare socket.socket() says 0. Without it Nagle holds the first SSE
+    # chunk until the client ACKs the response head (its delayed ACK: +40 ms TTFT). `edgebench serve`
+    # lets uvicorn bind (getaddrinfo gives IPPROTO_TCP), so it is not affected.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -71,3 +80,39 @@ def run_gateway(spec: ServingSpec, runtime: Runtime, log_dir: Path, **settings: 
         server.should_exit = True
         t.join(timeout=60)
         sock.close()
+
+
+@dataclass
+class RunningProcess:
+    url: str
+    proc: psutil.Process
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the gateway process so far."""
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
+
+@contextmanager
+def run_gateway_process(spec: ServingSpec, log_dir: Path) -> Iterator[RunningProcess]:
+    """The gateway as its own process: a client in this process shares no GIL with it."""
+    spec_file = log_dir / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    here = Path(__file__).parent
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "_gateway_proc.py"), str(spec_file), str(log_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its llama-server children go with it
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield RunningProcess(f"http://127.0.0.1:{port}", psutil.Process(proc.pid))
+    finally:
+        proc.send_signal(signal.SIGTERM)  # uvicorn's graceful stop: the pool stops its servers
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

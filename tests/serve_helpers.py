@@ -68,7 +68,11 @@ def table(*specs: ServingSpec, tiers: dict[str, Tier] | None = None, latency_s: 
 @contextmanager
 def running(app: Starlette) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 (an ephemeral port) in a thread; yields the base URL."""
-    sock = socket.socket()
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+    # socket's proto says TCP, and a bare socket.socket() says 0. Without it Nagle holds the first SSE
+    # chunk until the client ACKs the response head (its delayed ACK: +40 ms TTFT). `edgebench serve`
+    # lets uvicorn bind (getaddrinfo gives IPPROTO_TCP), so it is not affected.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(

@@ -189,3 +189,24 @@ def test_children_die_with_a_killed_parent() -> None:
         time.sleep(0.05)
     alive = psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE
     assert not alive
+
+
+def test_a_slowed_sampler_samples_at_its_new_pace() -> None:
+    """The gateway's long-lived servers are watched at 1 Hz once loaded: 20 Hz sampling (and a
+    walk of /proc each second) is CPU taken from inference on a 2-core board."""
+
+    class Counting(proc.RssSampler):
+        calls = 0
+
+        def sample(self) -> float:
+            self.calls += 1
+            return super().sample()
+
+    fast, slow = Counting(os.getpid()).start(), Counting(os.getpid())
+    slow.slow_down(1.0, 30.0)
+    slow.start()
+    time.sleep(1.5)
+    fast.stop(), slow.stop()
+    assert fast.calls >= 10  # 20 Hz: ~30 in 1.5 s, however loaded the machine
+    assert slow.calls <= 3  # the first sample, then one a second
+    assert slow.peak_mib > 0

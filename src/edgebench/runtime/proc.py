@@ -223,12 +223,17 @@ class RssSampler:
 
     Beside the total it keeps the anonymous part (KV cache, compute buffers, repacked weights:
     memory only swap can take back) and the process's own swap, apart from file-backed pages
-    (mmap-ed weights, which the kernel can drop and re-read)."""
+    (mmap-ed weights, which the kernel can drop and re-read).
+
+    `interval_s` may be raised while it runs (`slow_down`): a server that only needs watching once
+    loaded should not take 20 samples a second from the inference beside it."""
 
     def __init__(
         self, pid: int, *, limit_mib: float | None = None, on_limit: Callable[[], None] | None = None
     ) -> None:
         self.pid = pid
+        self.interval_s = SAMPLE_INTERVAL_S
+        self.child_scan_s = CHILD_SCAN_S
         self.peak_mib = 0.0
         self.peak_anon_mib = 0.0
         self.peak_swap_mib = 0.0
@@ -251,9 +256,12 @@ class RssSampler:
             self._thread.join(timeout=2)
         return self.peak_mib
 
+    def slow_down(self, interval_s: float, child_scan_s: float) -> None:
+        self.interval_s, self.child_scan_s = interval_s, child_scan_s
+
     def sample(self) -> float:
         now = time.monotonic()
-        if now - self._scanned >= CHILD_SCAN_S:
+        if now - self._scanned >= self.child_scan_s:
             # Finding children walks all of /proc (~1 ms of CPU, 2 % of a core at 20 Hz, taken
             # from the llama-bench being measured on a small board); one status file is ~40 µs.
             self._scanned = now
@@ -284,7 +292,7 @@ class RssSampler:
                 self.limit_hit = True
                 if self._on_limit is not None:
                     self._on_limit()
-            self._stop.wait(SAMPLE_INTERVAL_S)
+            self._stop.wait(self.interval_s)
 
 
 def _child_setup(rlimits: Mapping[int, int]) -> Callable[[], None]:

@@ -137,6 +137,13 @@ class ServerProcess:
     def peak_swap_mib(self) -> float:
         return self._sampler.peak_swap_mib if self._sampler else 0.0
 
+    def watch_slowly(self, interval_s: float = 1.0, child_scan_s: float = 30.0) -> None:
+        """Once loaded, sample its memory at `interval_s` instead of 20 Hz: a long-lived server (the
+        gateway's) is watched for what it holds, not for a peak to measure; each sample and each
+        walk of /proc for children is CPU taken from its inference on a 2-core board."""
+        if self._sampler is not None:
+            self._sampler.slow_down(interval_s, child_scan_s)
+
     @property
     def rss_limit_hit(self) -> bool:
         return bool(self._sampler and self._sampler.limit_hit)

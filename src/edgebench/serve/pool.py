@@ -238,6 +238,7 @@ class Pool:
         slot.starts += 1
         t0 = time.monotonic()
         await asyncio.to_thread(srv.start)
+        srv.watch_slowly()
         slot.server, slot.state, slot.error = srv, ModelState.READY, None
         if slot.speed.load_s is None:
             slot.speed.load_s = time.monotonic() - t0

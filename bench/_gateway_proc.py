@@ -1,0 +1,36 @@
+"""The gateway as its own process, as `edgebench serve` runs it (no GIL shared with the bench's
+clients). Usage: python bench/_gateway_proc.py SPEC_JSON LOG_DIR; prints its port, serves until killed."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from edgebench.config import load_config
+from edgebench.measure.serving import ServingSpec
+from edgebench.serve.app import GatewaySettings, build_app
+from edgebench.serve.table import Memory, Served, ServeTable
+from edgebench.setup import ensure_runtime
+
+
+def main() -> None:
+    spec = ServingSpec.model_validate_json(Path(sys.argv[1]).read_text())
+    tbl = ServeTable(
+        models={spec.model: Served(name=spec.model, spec=spec, memory=Memory(mib=0, source="unknown"))},
+        tiers={},
+        source="bench",
+    )
+    app, _ = build_app(tbl, ensure_runtime(load_config()), GatewaySettings(log_dir=Path(sys.argv[2])))
+    # IPPROTO_TCP so that asyncio sets TCP_NODELAY on accepted sockets (see _serve_common)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # a client may connect as soon as the port is printed
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
