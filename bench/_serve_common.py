@@ -94,13 +94,17 @@ class RunningProcess:
 
 
 @contextmanager
-def run_gateway_process(spec: ServingSpec, log_dir: Path) -> Iterator[RunningProcess]:
-    """The gateway as its own process: a client in this process shares no GIL with it."""
-    spec_file = log_dir / "spec.json"
-    spec_file.write_text(spec.model_dump_json())
+def run_gateway_process(spec: ServingSpec | str, log_dir: Path) -> Iterator[RunningProcess]:
+    """The gateway as its own process: a client in this process shares no GIL with it. `spec`: the
+    model it serves, or the URL of an upstream it relays to as a remote backend named "fake"."""
+    if isinstance(spec, str):
+        what = ["--remote", spec]
+    else:
+        (log_dir / "spec.json").write_text(spec.model_dump_json())
+        what = [str(log_dir / "spec.json")]
     here = Path(__file__).parent
     proc = subprocess.Popen(
-        [sys.executable, str(here / "_gateway_proc.py"), str(spec_file), str(log_dir)],
+        [sys.executable, str(here / "_gateway_proc.py"), *what, str(log_dir)],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its llama-server children go with it
