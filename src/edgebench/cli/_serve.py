@@ -41,13 +41,13 @@ def serve(
         raise RuntimeNotFound(
             "serve: no llama.cpp build found; `edgebench runtime build` or [llama_cpp] bin_dir"
         )
-    app, _ = make_app(plan, runtime, host_info, cfg)
+    app, _ = make_app(plan, runtime, host_info, cfg, store)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _say(f"serving {len(plan.table.models)} model(s), {len(plan.table.tiers)} tier(s): {plan.table.source}")
     budget = plan.settings.budget_mib
     _say(f"memory budget: {budget:.0f} MiB" if budget else "memory budget: none")
     key = "required" if plan.settings.api_key else "off: loopback only"
-    _say(f"http://{plan.host}:{plan.port}/v1 (API key {key})")
+    _say(f"http://{plan.host}:{plan.port}/v1 (API key {key}); workbench: http://{plan.host}:{plan.port}/")
     uvicorn.run(app, host=plan.host, port=plan.port, log_level="warning", access_log=False)
 
 

@@ -41,14 +41,16 @@ from edgebench.serve.metrics import Metrics
 from edgebench.serve.pool import Lease, NoRoom, Pool, QueueFull, StartFailed
 from edgebench.serve.predict import Prediction, prompt_chars
 from edgebench.serve.route import BENCHMARK_FIELD, Decision, RouteError, resolve
-from edgebench.serve.table import Served, ServeTable
+from edgebench.serve.table import Memory, Served, ServeTable
+from edgebench.serve.workbench import ControlError, Results, Workbench, runtime_with
 
 __all__ = ["Gateway", "GatewaySettings", "build_app"]
 
 log = logging.getLogger("edgebench.serve")
 access = logging.getLogger("edgebench.serve.access")
 
-OPEN_PATHS = frozenset({"/health"})  # liveness needs no key
+OPEN_PATHS = frozenset({"/health", "/"})  # liveness, and the workbench page's shell (its calls send the key)
+OPEN_PREFIXES = ("/static/workbench/",)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
-        if self._key is not None and scope["path"] not in OPEN_PATHS:
+        path = scope["path"]
+        if self._key is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             got = headers.get("authorization", b"")
             token = got[7:].strip() if got[:7].lower() == b"bearer " else headers.get("x-api-key", b"")
             if not hmac.compare_digest(token, self._key):
@@ -168,6 +171,7 @@ class Gateway:
         settings: GatewaySettings,
         *,
         runtime_for: Callable[[Served], RuntimeConfig | None] | None = None,
+        results: Results | None = None,
     ) -> None:
         self.table, self.settings = table, settings
         self.pool = Pool(
@@ -184,6 +188,7 @@ class Gateway:
         self.metrics = Metrics(self.pool)
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.workbench = Workbench(self, results)
 
     # ------------------------------------------------------------------ set-up
 
@@ -229,6 +234,7 @@ class Gateway:
             Route("/admin/load", self.admin_load, methods=["POST"]),
             Route("/admin/unload", self.admin_unload, methods=["POST"]),
             Route("/admin/running", self.admin_running, methods=["GET"]),
+            *self.workbench.routes(),
         ]
         middleware = [
             Middleware(_Guard, api_key=self.settings.api_key, max_body=self.settings.max_body_bytes)
@@ -316,7 +322,9 @@ class Gateway:
         )
 
     async def _admin_model(self, request: Request) -> str:
-        body = await self._json(request)
+        return self._named(await self._json(request))
+
+    def _named(self, body: dict[str, Any]) -> str:
         name = body.get("model")
         if not isinstance(name, str) or name not in self.pool.slots:
             raise _HTTPError(404, f"model {name!r}: not served here", "not_found")
@@ -326,9 +334,27 @@ class Gateway:
         return await self._guarded(request, self._admin_load)
 
     async def _admin_load(self, request: Request) -> Response:
-        name = await self._admin_model(request)
-        started = await self._call(name, self.pool.load(name))
-        return JSONResponse({"model": name, "started": started, **self._model_entry(name)})
+        """Start a model; `runtime` (the workbench's controls) starts it with its own config."""
+        body = await self._json(request)
+        name = self._named(body)
+        overrides = body.get("runtime")
+        cfg, charge = None, None
+        slot = self.pool.slots[name]
+        if overrides:
+            if not isinstance(overrides, dict):
+                raise _HTTPError(400, "runtime: an object of controls is needed", "bad_request")
+            if slot.preset is None:
+                raise _HTTPError(400, f"model {name}: a remote backend has no runtime to set", "bad_control")
+            try:
+                cfg = runtime_with(slot.preset, overrides, Workbench.host_cpus())
+            except ControlError as exc:
+                raise _HTTPError(400, str(exc), "bad_control") from exc
+            mem = await asyncio.to_thread(self.workbench.memory_for, name, cfg)
+            charge = Memory(mib=mem["mib"], source="predicted") if "mib" in mem else None
+        elif slot.preset is not None and slot.cfg != slot.preset:
+            cfg = slot.preset  # a plain load returns to the measured preset
+        started = await self._call(name, self.pool.load(name, cfg, charge))
+        return JSONResponse({"model": name, "started": started, **self.workbench.entry(name)})
 
     async def admin_unload(self, request: Request) -> Response:
         return await self._guarded(request, self._admin_unload)
@@ -440,7 +466,10 @@ class Gateway:
         chars = prompt_chars(body)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         max_tokens = max_tokens if isinstance(max_tokens, int) else None
-        if served.max_ctx is not None:
+        max_ctx = served.max_ctx
+        if slot.cfg is not None and slot.cfg != slot.preset and slot.cfg.ctx:
+            max_ctx = slot.cfg.ctx  # a workbench load with its own context size
+        if max_ctx is not None:
             need = estimate_tokens(
                 ChatRequest(
                     messages=body.get("messages") or [],
@@ -449,10 +478,10 @@ class Gateway:
                     max_tokens=max_tokens or 0,
                 )
             ) + (max_tokens or 0)
-            if need > served.max_ctx:
+            if need > max_ctx:
                 raise _HTTPError(
                     400,
-                    f"request needs about {need} tokens, over the context of {served.max_ctx}",
+                    f"request needs about {need} tokens, over the context of {max_ctx}",
                     "over_context",
                 )
         pred = slot.speed.predict(chars, max_tokens, cold=not slot.resident)
@@ -658,6 +687,7 @@ def build_app(
     settings: GatewaySettings,
     *,
     runtime_for: Callable[[Served], RuntimeConfig | None] | None = None,
+    results: Results | None = None,
 ) -> tuple[Starlette, Gateway]:
-    gw = Gateway(table, runtime, settings, runtime_for=runtime_for)
+    gw = Gateway(table, runtime, settings, runtime_for=runtime_for, results=results)
     return gw.app(), gw

@@ -69,8 +69,9 @@ class StartFailed(EdgebenchError):
 class _Slot:
     served: Served
     speed: Speed
-    cfg: RuntimeConfig | None  # the runtime it is started with (spec + core pinning)
+    cfg: RuntimeConfig | None  # the runtime it is started with (spec + core pinning, or a load's own)
     ttl_s: float
+    preset: RuntimeConfig | None = None  # the measured serving config: what `cfg` returns to
     state: ModelState = ModelState.STOPPED
     server: ServerProcess | None = None
     charge: Memory | None = None  # current charge against the budget
@@ -82,6 +83,7 @@ class _Slot:
     starts: int = 0
     restarts: int = 0
     error: str | None = None
+    loading_since: float | None = None  # monotonic time the current start began
 
     @property
     def slots(self) -> int:
@@ -128,7 +130,8 @@ class Pool:
         for name, s in models.items():
             spec = s.spec
             speed = Speed(spec.pp_ts, spec.tg_ts, spec.load_s) if spec else Speed(None, None, None)
-            slot = _Slot(served=s, speed=speed, cfg=runtime_for(s), ttl_s=ttl_s(name), charge=s.memory)
+            cfg = runtime_for(s)
+            slot = _Slot(served=s, speed=speed, cfg=cfg, ttl_s=ttl_s(name), charge=s.memory, preset=cfg)
             if s.remote is not None:  # always up: we do not start it; it holds its declared memory
                 slot.state = ModelState.READY
             self.slots[name] = slot
@@ -232,12 +235,15 @@ class Pool:
             self._runtime,
             spec.model_path,
             slot.cfg,
-            self._log_dir / f"{spec.model}.log",
+            self.log_file(spec.model),
             ready_timeout_s=self.ready_timeout_s,
         )
         slot.starts += 1
-        t0 = time.monotonic()
-        await asyncio.to_thread(srv.start)
+        t0 = slot.loading_since = time.monotonic()
+        try:
+            await asyncio.to_thread(srv.start)
+        finally:
+            slot.loading_since = None
         srv.watch_slowly()
         slot.server, slot.state, slot.error = srv, ModelState.READY, None
         if slot.speed.load_s is None:
@@ -264,8 +270,30 @@ class Pool:
             await self._stop(slot)
         return True
 
-    async def load(self, name: str) -> bool:
-        return await self._ensure_ready(self.slots[name])
+    def log_file(self, name: str) -> Path:
+        return self._log_dir / f"{name}.log"
+
+    async def load(self, name: str, cfg: RuntimeConfig | None = None, charge: Memory | None = None) -> bool:
+        """Start `name` (True: this call started it). With `cfg` (a workbench load's own runtime): a
+        server running another config is stopped first, and until it runs again the budget counts
+        `charge` (the planner's prediction for that config) instead of the preset's measured memory."""
+        slot = self.slots[name]
+        if cfg is not None and slot.served.spec is not None and cfg != slot.cfg:
+            if slot.users:
+                raise NoRoom(f"model {name}: {slot.users} request(s) running or queued", self._retry_after())
+            async with slot.lock:
+                if slot.resident:
+                    log.info("model %s: restarting with another runtime config", name)
+                    await self._stop(slot)
+                slot.cfg = cfg
+                spec = slot.served.spec
+                if cfg == slot.preset:
+                    slot.charge = slot.served.memory
+                    slot.speed = Speed(spec.pp_ts, spec.tg_ts, spec.load_s)
+                else:  # the preset's measured speed and memory are not this config's
+                    slot.charge = charge
+                    slot.speed = Speed(None, None, None)
+        return await self._ensure_ready(slot)
 
     async def restart_after_stall(self, name: str) -> None:
         """The server stopped producing tokens: kill it; the next request starts a new one."""

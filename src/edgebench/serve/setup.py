@@ -23,6 +23,7 @@ from edgebench.serve.table import (
     table_from_routing,
     table_from_store,
 )
+from edgebench.serve.workbench import Results
 from edgebench.store import Store
 
 __all__ = [
@@ -147,10 +148,11 @@ def plan_gateway(
 
 
 def make_app(
-    plan: Plan, runtime: Runtime | None, host_info: HostInfo, cfg: Config
+    plan: Plan, runtime: Runtime | None, host_info: HostInfo, cfg: Config, store: Store | None = None
 ) -> tuple[Starlette, Gateway]:
     def runtime_for(s: Served) -> RuntimeConfig | None:
         tiers = [t.name for t in plan.table.tiers.values() if s.name in (t.primary, t.backup, t.closest)]
         return pinned(s, tiers, host_info, cfg)
 
-    return build_app(plan.table, runtime, plan.settings, runtime_for=runtime_for)
+    results = Results(cfg=cfg, store=store, host=host_info) if store is not None else None
+    return build_app(plan.table, runtime, plan.settings, runtime_for=runtime_for, results=results)

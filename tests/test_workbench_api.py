@@ -1,0 +1,128 @@
+"""The workbench's own routes and checks, without a browser: runtime controls as a hostile page
+or a careless user would send them, measured-vs-predicted labels, the page shell and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgebench.measure import throughput
+from edgebench.runtime.flags import RuntimeConfig
+from edgebench.serve.workbench import ControlError, measured_speed, runtime_with
+from edgebench.store import Provenance, Store
+from edgebench.testing.synth import write_tiny_llama
+from serve_helpers import gateway, spec, table
+from test_decide import make_throughput
+
+BASE = RuntimeConfig(threads=2, ctx=1024, cache_type_k="f16", cache_type_v="f16", flash_attn="auto")
+CPUS = {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"extra": ["--rpc", "10.0.0.1:50052"]}, "unknown control(s) extra"),  # no raw flags
+        ({"model_path": "/etc/passwd"}, "unknown control"),
+        ({"cache_type_k": "q3_k"}, "unknown KV cache type"),
+        ({"cache_type_v": "Q4_0;rm -rf /"}, "unknown KV cache type"),
+        ({"threads": 0}, "threads"),
+        ({"threads": "two"}, "threads"),
+        ({"threads": 10_000}, "threads"),
+        ({"ctx": -1}, "ctx"),
+        ({"flash_attn": "maybe"}, "flash_attn"),
+        ({"cpus": [7]}, "not on this host"),
+        ({"cpus": [-1]}, "CPU list"),
+        ({"cpus": []}, "CPU list"),
+        ({"cpus": [0], "threads": 2}, "2 threads on 1 CPU"),
+        ({"cache_type_v": "q4_0", "flash_attn": "off"}, "needs flash attention"),
+        ({"reasoning_budget": -5}, "reasoning_budget"),
+    ],
+)
+def test_bad_controls_are_refused_with_their_reason(overrides: dict[str, Any], says: str) -> None:
+    with pytest.raises(ControlError, match=r"^runtime: ") as exc:
+        runtime_with(BASE, overrides, CPUS)
+    assert says in str(exc.value)
+
+
+def test_good_controls_change_only_what_they_name() -> None:
+    cfg = runtime_with(BASE, {"ctx": 2048, "cache_type_v": "q8_0", "flash_attn": "on", "cpus": [1, 0]}, CPUS)
+    assert (cfg.ctx, cfg.cache_type_v, cfg.flash_attn, cfg.cpus) == (2048, "q8_0", "on", (0, 1))
+    assert cfg.threads == BASE.threads and cfg.cache_type_k == "f16" and cfg.batch == BASE.batch
+    assert runtime_with(BASE, {}, CPUS) == BASE
+
+
+def _put(store: Store, host: str, **kw: Any) -> None:
+    t = make_throughput("m", **kw)
+    prov = Provenance(build_id="b", host_fingerprint=host, model_sha256="sha-m")
+    store.put(throughput.STAGE, prov, {"test": t.test, "cfg": t.config.key(), "host": host}, t)
+
+
+def test_measured_speed_matches_the_config_on_this_host_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    _put(store, "here", kind="tg", mean=30.0, threads=4, kv="q4_0")
+    _put(store, "here", kind="pp", mean=300.0, threads=4, kv="q4_0")
+    _put(store, "here", kind="tg", mean=99.0, threads=2, kv="q4_0")  # other threads
+    _put(store, "here", kind="tg", mean=88.0, threads=4, kv="q8_0")  # other KV
+    _put(store, "here", kind="tg", mean=77.0, threads=4, kv="q4_0", depth=1024)  # not depth 0
+    _put(store, "there", kind="tg", mean=66.0, threads=8, kv="f16")  # another board
+    _put(store, "here", kind="tg", mean=None, threads=8, kv="f16", status="oom-killed")
+    want = make_throughput("m", "tg", 1.0, threads=4, kv="q4_0").config
+    got = measured_speed(store, "sha-m", "here", want)
+    assert got["tg"]["source"] == "measured" and got["tg"]["ts"] == 30.0
+    assert got["tg"]["ci"] == [29.4, 30.6]
+    assert got["pp"]["ts"] == 300.0
+    other = want.model_copy(update={"threads": 8, "cache_type_k": "f16", "cache_type_v": "f16"})
+    assert measured_speed(store, "sha-m", "here", other) == {
+        "pp": {"source": "not measured"},
+        "tg": {"source": "not measured"},
+    }  # the other board's and the OOM-killed rows are never this host's measurement
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("wbapi") / "tiny.gguf", ctx_train=4096)
+
+
+def test_consequence_labels_memory_predicted_until_measured(tiny: Path, tmp_path: Path) -> None:
+    s = spec(tiny, "tiny", ctx=1024, rss=321.0)
+    with gateway(table(s), None, tmp_path) as (url, _):
+        preset = httpx.post(f"{url}/workbench/api/consequence", json={"model": "tiny"}).json()
+        assert preset["memory"] == {"mib": 321.0, "source": "measured", "detail": "context probe"}
+        other = httpx.post(
+            f"{url}/workbench/api/consequence", json={"model": "tiny", "runtime": {"ctx": 4096}}
+        ).json()
+        assert other["memory"]["source"] == "predicted" and other["memory"]["mib"] > 0
+        assert "planner" in other["memory"]["detail"] and other["runtime"]["ctx"] == 4096
+        assert other["speed"]["tg"] == {"source": "not measured"}  # no store attached
+        bad = httpx.post(f"{url}/workbench/api/consequence", json={"model": "tiny", "runtime": {"ctx": "x"}})
+        assert bad.status_code == 400 and "ctx" in bad.json()["error"]["message"]
+        assert httpx.post(f"{url}/workbench/api/consequence", json={"model": "nope"}).status_code == 404
+        assert httpx.post(f"{url}/workbench/api/consequence", content=b"{").status_code == 400
+        # a load with a control llama.cpp cannot use is refused before anything starts
+        r = httpx.post(f"{url}/admin/load", json={"model": "tiny", "runtime": {"cache_type_k": "q3_k"}})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "bad_control"
+        r = httpx.post(f"{url}/admin/load", json={"model": "tiny", "runtime": ["ctx", 1]})
+        assert r.status_code == 400
+
+
+def test_the_page_shell_is_open_but_its_data_needs_the_key(tiny: Path, tmp_path: Path) -> None:
+    with gateway(table(spec(tiny, "tiny")), None, tmp_path, api_key="s3cret") as (url, _):
+        page = httpx.get(f"{url}/")
+        assert page.status_code == 200 and "edgebench" in page.text and "workbench.js" in page.text
+        js = httpx.get(f"{url}/static/workbench/workbench.js")
+        assert js.status_code == 200 and "DOMPurify.sanitize" in js.text
+        assert httpx.get(f"{url}/static/workbench/vendor/purify.min.js").status_code == 200
+        for escape in ("/static/workbench/../app.py", "/static/workbench/%2e%2e/%2e%2e/serve/app.py"):
+            r = httpx.get(f"{url}{escape}")  # the open prefix never serves a file outside static/
+            assert r.status_code in (401, 404) and "import" not in r.text, escape
+        for path in ("/workbench/api/models", "/workbench/results", "/v1/models"):
+            assert httpx.get(f"{url}{path}").status_code == 401, path
+        auth = {"authorization": "Bearer s3cret"}
+        doc = httpx.get(f"{url}/workbench/api/models", headers=auth).json()
+        assert doc["models"][0]["id"] == "tiny" and doc["models"][0]["preset"]["ctx"] == 1024
+        report = httpx.get(f"{url}/workbench/results", headers=auth)
+        assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no script
+        assert "default-src 'none'" in report.headers["content-security-policy"]
