@@ -144,6 +144,15 @@ def test_workbench_load_chat_side_by_side_unload(
         page.goto(url + "/")
         card = '[data-model="tiny"]'
         page.wait_for_selector(f"{card} .state.stopped")
+        # the page's own weight on first load (what a board serves a phone over Wi-Fi)
+        sizes = page.evaluate(
+            "[...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]"
+            ".map(e => [e.name, e.transferSize, e.decodedBodySize])"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "workbench-weight.txt").write_text("\n".join(f"{n} {t} {d}" for n, t, d in sizes))
+        kb = sum(t for _, t, _ in sizes) / 1024
+        assert any(n.endswith("purify.min.js") for n, _, _ in sizes) and 20 < kb < 80, sizes
         # a control's consequence is shown before loading: memory from the planner, labelled
         page.fill(f"{card} input[name=ctx]", "2048")
         page.wait_for_function(_has(f"{card} .consequence", "predicted"), timeout=30_000)

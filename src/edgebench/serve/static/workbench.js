@@ -120,13 +120,13 @@ function buildCard(m) {
   const load = el("button", { class: "load", type: "button" }, "Load");
   const unload = el("button", { class: "unload", type: "button" }, "Unload");
   const reset = el("button", { class: "reset", type: "button" }, "Preset");
-  card.append(
+  card.append(...[
     el("header", {}, el("h3", {}, m.id), el("span", { class: "state" }, "")),
     el("p", { class: "facts" }),
     m.preset ? controls : el("p", { class: "muted" }, `${m.kind}: runs outside edgebench, no runtime controls`),
     m.preset ? conseq : null,
     el("div", { class: "row" }, m.preset ? load : null, m.preset ? reset : null, unload),
-  );
+  ].filter(Boolean));
   let timer = null;
   controls.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => consequence(card, m.id), 300); });
   load.addEventListener("click", () => loadModel(card, m.id));
@@ -146,7 +146,8 @@ function updateCard(card, m) {
   const meas = m.measured || {};
   $(".facts", card).textContent =
     `${m.kind}${m.chat_template === false ? " (base model: plain completion, no chat template)" : ""}` +
-    ` · prefill ${fmt(meas.pp_ts)} t/s, decode ${fmt(meas.tg_ts)} t/s (preset, measured)` +
+    (meas.tg_ts ? ` · preset measured: prefill ${fmt(meas.pp_ts)} t/s, decode ${fmt(meas.tg_ts)} t/s`
+      : " · preset speed not measured") +
     ` · memory ${fmt(m.memory_mib, 0)} MiB (${m.memory_source || "unknown"})${tiersOf}`;
   for (const b of card.querySelectorAll("button.load, button.reset")) b.disabled = m.state === "loading";
   $("button.unload", card).disabled = !(m.state === "ready" || m.state === "loading") || m.kind !== "llama-server";
@@ -265,7 +266,7 @@ function fillModelSelects() {
 // markdown → sanitised HTML; <think> blocks and reasoning_content shown folded
 function renderMarkdown(target, text) {
   const html = DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }), {
-    FORBID_TAGS: ["style", "form", "input", "button", "iframe"],
+    FORBID_TAGS: ["style", "form", "input", "button", "iframe", "svg", "math"],
     FORBID_ATTR: ["style"],
   });
   target.innerHTML = html;
