@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api  # a dev dependency: missing is an error, never a skip
 
 from edgebench.config import BackendConfig
 from edgebench.runtime.locate import Runtime
@@ -35,7 +36,6 @@ HOSTILE = (
     '<svg><animate onbegin="window.__pwned=5" attributeName="x"/></svg>\n\n'
     "```python\nprint('code')\n```\n\n| col a | col b |\n|---|---|\n| 1 | 2 |\n"
 )
-sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extras (make test) install playwright")
 
 
 def _chromium() -> str:

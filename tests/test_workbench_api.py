@@ -126,3 +126,23 @@ def test_the_page_shell_is_open_but_its_data_needs_the_key(tiny: Path, tmp_path:
         report = httpx.get(f"{url}/workbench/results", headers=auth)
         assert "script-src" not in report.headers["content-security-policy"]  # default-src 'none': no script
         assert "default-src 'none'" in report.headers["content-security-policy"]
+
+
+def test_the_live_report_is_drawn_from_this_hosts_store(tiny: Path, tmp_path: Path) -> None:
+    from edgebench.config import load_config
+    from edgebench.host.probe import probe_host
+    from edgebench.serve.app import GatewaySettings, build_app
+    from edgebench.serve.workbench import Results
+    from serve_helpers import running
+
+    host = probe_host()
+    store = Store(tmp_path / "s.sqlite")
+    results = Results(cfg=load_config(), store_path=store.path, host=host)
+    app, _ = build_app(table(spec(tiny, "tiny")), None, GatewaySettings(log_dir=tmp_path), results=results)
+    with running(app) as url:
+        first = httpx.get(f"{url}/workbench/results", timeout=120)
+        assert first.status_code == 200 and "default-src 'none'" in first.headers["content-security-policy"]
+        assert "Thread scaling" in first.text and host.fingerprint in first.text
+        assert "<script" not in first.text.lower()
+        again = httpx.get(f"{url}/workbench/results", timeout=120)
+        assert again.text == first.text  # drawn once per store state

@@ -154,5 +154,5 @@ def make_app(
         tiers = [t.name for t in plan.table.tiers.values() if s.name in (t.primary, t.backup, t.closest)]
         return pinned(s, tiers, host_info, cfg)
 
-    results = Results(cfg=cfg, store=store, host=host_info) if store is not None else None
+    results = Results(cfg=cfg, store_path=store.path, host=host_info) if store is not None else None
     return build_app(plan.table, runtime, plan.settings, runtime_for=runtime_for, results=results)

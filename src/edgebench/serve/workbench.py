@@ -56,11 +56,17 @@ class ControlError(ValueError):
 
 @dataclass
 class Results:
-    """Where the workbench reads measured results: this host's rows in the store."""
+    """Where the workbench reads measured results: this host's rows in the store. By path: a
+    connection is opened in the worker thread that reads it (sqlite connections are per thread)."""
 
     cfg: Config
-    store: Store
+    store_path: Path
     host: HostInfo
+
+    def open(self) -> Store:
+        from edgebench.store import Store
+
+        return Store(self.store_path)
 
 
 def runtime_with(base: RuntimeConfig, overrides: dict[str, Any], host_cpus: set[int]) -> RuntimeConfig:
@@ -231,15 +237,17 @@ class Workbench:
         memory = await asyncio.to_thread(self.memory_for, name, cfg)
         speed: dict[str, Any] = {"pp": {"source": "not measured"}, "tg": {"source": "not measured"}}
         if self.results is not None:
-            r = self.results
-            speed = await asyncio.to_thread(
-                measured_speed, r.store, slot.served.spec.model_sha256, r.host.fingerprint, cfg
-            )
+            speed = await asyncio.to_thread(self._speed, slot.served.spec.model_sha256, cfg)
         pool = self.gw.pool
         free = None if pool.budget_mib is None else round(pool.budget_mib - pool.used_mib(exclude=name), 1)
         return JSONResponse(
             {"model": name, "runtime": controls_of(cfg), "memory": memory, "speed": speed, "free_mib": free}
         )
+
+    def _speed(self, sha256: str, cfg: RuntimeConfig) -> dict[str, Any]:
+        assert self.results is not None
+        with self.results.open() as store:
+            return measured_speed(store, sha256, self.results.host.fingerprint, cfg)
 
     def memory_for(self, name: str, cfg: RuntimeConfig) -> dict[str, Any]:
         """Measured when this exact config was measured (the preset's context probe, or the server
@@ -280,36 +288,32 @@ class Workbench:
                 "<p>No results store: the page was started without one.</p>",
                 headers=_CSP,
             )
-        r = self.results
-        state = (r.store.count(), r.host.fingerprint)
         async with self._report_lock:  # drawn once per store state: matplotlib takes seconds
-            if self._report is None or self._report[0] != state:
-                html = await asyncio.to_thread(_render_report, r)
-                self._report = (state, html)
+            self._report = await asyncio.to_thread(_render_report, self.results, self._report)
             html = self._report[1]
         return HTMLResponse(html, headers={**_CSP, "cache-control": "no-cache"})
 
 
-def _render_report(r: Results) -> str:
+def _render_report(r: Results, last: tuple[tuple[int, str], str] | None) -> tuple[tuple[int, str], str]:
+    """The report HTML for this host's rows; `last` again while the store has not changed."""
     from edgebench.decide.gather import gather
     from edgebench.decide.rank import rank
     from edgebench.decide.route import route
     from edgebench.pipeline.decide import serving_specs
     from edgebench.report import render_report
 
-    ev = gather(r.cfg, r.store, None, host=r.host.fingerprint)
+    with r.open() as store:
+        state = (store.count(), r.host.fingerprint)
+        if last is not None and last[0] == state:
+            return last
+        ev = gather(r.cfg, store, None, host=r.host.fingerprint)
+        specs = serving_specs(store, r.host)
     ranking = rank(ev, r.cfg.budgets)
-    routing = route(
-        ev,
-        r.cfg.budgets,
-        ram_total_mib=r.host.ram_total_mib,
-        ranking=ranking,
-        serving=serving_specs(r.store, r.host),
-    )
+    routing = route(ev, r.cfg.budgets, ram_total_mib=r.host.ram_total_mib, ranking=ranking, serving=specs)
     prov = {"host_fingerprint": r.host.fingerprint, "host": f"{r.host.cpu_model}, {r.host.ram_total_mib} MiB"}
     with tempfile.TemporaryDirectory(prefix="edgebench-wb-") as d:
         _, html = render_report(ev, ranking, routing, prov, Path(d))
-        return html.read_text(encoding="utf-8")
+        return state, html.read_text(encoding="utf-8")
 
 
 def _last_line(path: Path) -> str | None:
