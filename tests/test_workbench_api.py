@@ -146,3 +146,39 @@ def test_the_live_report_is_drawn_from_this_hosts_store(tiny: Path, tmp_path: Pa
         assert "<script" not in first.text.lower()
         again = httpx.get(f"{url}/workbench/results", timeout=120)
         assert again.text == first.text  # drawn once per store state
+
+
+@pytest.mark.llama
+def test_edgebench_serve_shows_the_page_with_its_store(tiny: Path, runtime: Any, tmp_path: Path) -> None:
+    """The command users run: `edgebench serve`, then the URL it prints."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    cli = [sys.executable, "-m", "edgebench"]
+    subprocess.run([*cli, "models", "add", str(tiny)], check=True, capture_output=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*cli, "serve", "--port", str(port)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"{url}/")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "edgebench serve did not start"
+                time.sleep(0.2)
+        assert page.status_code == 200 and "workbench.js" in page.text
+        models = httpx.get(f"{url}/workbench/api/models").json()["models"]
+        assert len(models) == 1 and models[0]["kind"] == "llama-server" and models[0]["preset"]
+        assert httpx.get(f"{url}/workbench/results", timeout=120).status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert f"workbench: http://127.0.0.1:{port}/" in err
