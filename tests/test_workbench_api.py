@@ -181,4 +181,4 @@ def test_edgebench_serve_shows_the_page_with_its_store(tiny: Path, runtime: Any,
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
-    assert f"workbench: http://127.0.0.1:{port}/" in err
+    assert f"workbench: http://127.0.0.1:{port}/" in err.splitlines()

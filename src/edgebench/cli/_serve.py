@@ -47,7 +47,8 @@ def serve(
     budget = plan.settings.budget_mib
     _say(f"memory budget: {budget:.0f} MiB" if budget else "memory budget: none")
     key = "required" if plan.settings.api_key else "off: loopback only"
-    _say(f"http://{plan.host}:{plan.port}/v1 (API key {key}); workbench: http://{plan.host}:{plan.port}/")
+    _say(f"http://{plan.host}:{plan.port}/v1 (API key {key})")
+    _say(f"workbench: http://{plan.host}:{plan.port}/")
     uvicorn.run(app, host=plan.host, port=plan.port, log_level="warning", access_log=False)
 
 
