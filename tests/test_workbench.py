@@ -21,7 +21,7 @@ from playwright import sync_api  # a dev dependency: missing is an error, never 
 
 from edgebench.config import BackendConfig
 from edgebench.runtime.locate import Runtime
-from edgebench.serve.table import Memory, Served, ServeTable
+from edgebench.serve.table import Memory, Served, ServeTable, Tier
 from edgebench.testing.synth import write_tiny_llama
 from serve_helpers import CHATML, gateway, served, spec
 
@@ -115,7 +115,8 @@ def _table(tiny: Path, hostile: str, broken: Path | None = None, mib: float = 50
     }
     if broken is not None:
         models["broken"] = served(spec(broken, "broken", ctx=1024), mib=0.0)
-    return ServeTable(models=models, tiers={}, source="test table")
+    tiers = {"fast_chat": Tier(name="fast_chat", primary="tiny", backup=None, why="the only chat model")}
+    return ServeTable(models=models, tiers=tiers, source="test table")
 
 
 def _shot(page: Any, name: str) -> None:
@@ -158,8 +159,11 @@ def test_workbench_load_chat_side_by_side_unload(
         page.wait_for_function(_has(f"{card} .consequence", "predicted"), timeout=30_000)
         conseq = page.inner_text(f"{card} .consequence")
         assert "MiB" in conseq and "decode: not measured" in conseq
+        tier = '#tiers tr[data-tier="fast_chat"] .tier-state'
+        assert page.inner_text(tier) == "stopped"  # the routing table's tiers, with their model's state
         page.click(f"{card} button.load")
         page.wait_for_selector(f"{card} .state.ready", timeout=120_000)
+        page.wait_for_function(_has(tier, "ready"), timeout=10_000)
         assert "ready" in page.inner_text(f"{card} .state")
         # loaded with the page's context, not the preset's: llama-server says so itself
         server = httpx.get(f"{url}/admin/running").json()["running"][0]["url"]

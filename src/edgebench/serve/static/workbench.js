@@ -217,10 +217,12 @@ async function refreshModels() {
 }
 
 function drawTiers() {
-  const rows = tiers.map((t) => el("tr", {}, el("td", {}, t.name), el("td", {}, t.primary || "—"),
-    el("td", {}, t.backup || "—"), el("td", {}, t.closest || "—"), el("td", {}, t.why || "")));
+  const stateOf = (name) => (models.find((m) => m.id === name) || {}).state || "not served";
+  const rows = tiers.map((t) => el("tr", { "data-tier": t.name }, el("td", {}, t.name),
+    el("td", {}, t.primary || "—"), el("td", {}, t.backup || "—"), el("td", {}, t.closest || "—"),
+    el("td", { class: "tier-state" }, stateOf(t.primary || t.closest)), el("td", {}, t.why || "")));
   $("#tiers").replaceChildren(tiers.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, ["tier", "primary", "backup", "closest", "why"].map((h) => el("th", {}, h)))),
+    ? el("table", {}, el("thead", {}, el("tr", {}, ["tier", "primary", "backup", "closest", "state", "why"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows))
     : el("p", { class: "muted" }, "No routing tiers: every model is addressed by name."));
 }
