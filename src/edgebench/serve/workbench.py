@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edgebench.runtime.flags import RuntimeConfig
+from edgebench.serve.pool import ModelState
 
 if TYPE_CHECKING:
     from edgebench.config import Config
@@ -192,8 +194,6 @@ class Workbench:
             {"pp_ts": spec.pp_ts, "tg_ts": spec.tg_ts, "peak_rss_mib": spec.peak_rss_mib} if spec else None
         )
         if slot.loading_since is not None:
-            import time
-
             e["loading_s"] = round(time.monotonic() - slot.loading_since, 1)
             e["log_tail"] = _last_line(self.gw.pool.log_file(name))
         return e
@@ -255,7 +255,7 @@ class Workbench:
         slot = self.gw.pool.slots[name]
         spec = slot.served.spec
         assert spec is not None
-        if cfg == slot.cfg and slot.server is not None and slot.state.value == "ready":
+        if cfg == slot.cfg and slot.server is not None and slot.state == ModelState.READY:
             return {"mib": round(slot.server.peak_rss_mib, 1), "source": "measured", "detail": "running now"}
         if cfg == slot.preset and spec.peak_rss_mib:
             return {"mib": round(spec.peak_rss_mib, 1), "source": "measured", "detail": "context probe"}
