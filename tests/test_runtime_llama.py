@@ -81,3 +81,23 @@ def test_corrupt_model_is_a_classified_result(runtime: Runtime, tiny_model: Path
 def test_parse_rejects_non_json() -> None:
     with pytest.raises(ValueError, match="no JSON array"):
         parse_bench_json("| model | size |\n")
+
+
+def test_llama_server_returns_outgrown_buffers_unless_the_user_says_otherwise(
+    runtime: Runtime, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """glibc's mmap threshold is fixed for the servers edgebench starts (the work buffers a fill
+    outgrows go back to the OS; the planner counts only the current one); a user's value wins."""
+    from edgebench.runtime.server import ServerProcess
+
+    def environ(value: str | None) -> list[bytes]:
+        if value is None:
+            monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+        else:
+            monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", value)
+        cfg = RuntimeConfig(threads=1, ctx=256, flash_attn="off")
+        with ServerProcess(runtime, str(tiny_model), cfg, tmp_path / "server.log") as srv:
+            return Path(f"/proc/{srv.pid}/environ").read_bytes().split(b"\0")
+
+    assert b"MALLOC_MMAP_THRESHOLD_=131072" in environ(None)
+    assert b"MALLOC_MMAP_THRESHOLD_=65536" in environ("65536")

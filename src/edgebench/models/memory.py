@@ -23,6 +23,9 @@ llama.cpp source edgebench builds (llama-cpp-python 0.3.36's vendor tree):
   `_compute_bytes`; within ±10 % on gemma-3-270m and synthetic llama models).
 - work buffer: ggml-cpu's per-graph scratch (ggml_graph_plan), not in llama.cpp's log but in RSS;
   without flash attention it holds an f16 copy of the n_head x n_kv x n_ubatch attention scores.
+  Only the current one counts: edgebench starts llama-server with glibc's mmap threshold fixed
+  (runtime.server.MALLOC_ENV), so the ones outgrown while the context fills are returned. A server
+  started without it keeps some of them (12-17 MiB more at a 4k fill on the small zoo models).
 - host total = all of the above + a fixed process overhead measured on this build.
 """
 
