@@ -2,7 +2,8 @@
 
 For gemma-3-270m and the synthetic zoo (edgebench.testing.zoo: dense n_ff = n_embd, gemma4 per-layer
 head sizes with shared KV, gemma3 SWA, a MoE with repacked experts at the end of the file, a tied
-Q4_0 embedding, K-quants, a jamba hybrid) at ctx 4k/16k x KV f16/q8_0/q4_0 x flash attention
+Q4_0 embedding, K-quants, a jamba hybrid, qwen3 Q/K norms with a decoupled head size, smollm3,
+mistral3, granite: 8 llama.cpp architectures) at ctx 4k/16k x KV f16/q8_0/q4_0 x flash attention
 on/off: start llama-server (`-lv 4` so it prints its buffers), send one prompt filling `--fill` of
 the context, stop it, parse its memory lines (edgebench.runtime.memlog) and compare with plan_memory:
 

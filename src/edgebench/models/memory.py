@@ -66,7 +66,7 @@ DEFAULT_KV_TYPES = ("f16", "q8_0", "q4_0")
 # against llama-server's own buffer lines (tests/test_memory_plan.py, bench/planner_accuracy.py:
 # the synthetic zoo in edgebench.testing.zoo and gemma-3-270m). Any other architecture gets a
 # plan from the same generic rules, said to be unverified, with llama.cpp's projection beside it.
-VERIFIED_ARCHS = frozenset({"llama", "gemma3", "gemma4", "jamba"})
+VERIFIED_ARCHS = frozenset({"llama", "gemma3", "gemma4", "jamba", "qwen3", "smollm3", "mistral3", "granite"})
 
 # Host RSS beyond llama.cpp's buffers: binary, libraries, threads, the HTTP server, the vocabulary
 # (token strings, maps, token-to-piece cache, a sampler's n_vocab candidates) and the KV cells'

@@ -161,29 +161,41 @@ def _llama(
     experts_last: bool = False,
     seed: int = 1,
     arch: str = "llama",
+    head_dim: int | None = None,
+    qk_norm: bool = False,
 ) -> Path:
     """A llama-arch model (src/models/llama.cpp); `types` maps a tensor role to its ggml type.
-    `arch` may name another architecture with the same tensors (qwen2: its biases are optional)."""
+    `arch` may name another architecture with the same tensors (qwen2: its biases are optional;
+    smollm3, mistral3, granite). `head_dim` decouples the head size from n_embd / n_head (the query
+    is then n_head x head_dim wide); `qk_norm` adds qwen3's per-head Q and K norms."""
     ty = {"embd": "F16", "attn": "F16", "ffn": "F16", "ffn_down": "", "exps": "F16", "output": "F16"}
     ty.update(types or {})
     ty["ffn_down"] = ty["ffn_down"] or ty["ffn"]
     wr = _Writer(path, arch, seed)
     w = wr.w
     _common(w, name, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, n_ff=n_ff)
-    w.add_rope_dimension_count(n_embd // n_head)
+    hd = head_dim or n_embd // n_head
+    w.add_rope_dimension_count(hd)
+    if head_dim:
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    if arch == "granite":  # granite.cpp requires the logit scale; the others default to 1
+        w.add_logit_scale(1.0)
     if n_expert:
         w.add_expert_count(n_expert)
         w.add_expert_used_count(n_expert_used)
     n_vocab = wr.vocab(vocab_pad)
-    hd = n_embd // n_head
     wr.tensor("token_embd.weight", (n_embd, n_vocab), ty["embd"])
     for i in range(n_layer):
         p = f"blk.{i}."
         wr.tensor(p + "attn_norm.weight", (n_embd,))
-        wr.tensor(p + "attn_q.weight", (n_embd, n_embd), ty["attn"])
+        wr.tensor(p + "attn_q.weight", (n_embd, n_head * hd), ty["attn"])
         wr.tensor(p + "attn_k.weight", (n_embd, n_head_kv * hd), ty["attn"])
         wr.tensor(p + "attn_v.weight", (n_embd, n_head_kv * hd), ty["attn"])
-        wr.tensor(p + "attn_output.weight", (n_embd, n_embd), ty["attn"])
+        wr.tensor(p + "attn_output.weight", (n_head * hd, n_embd), ty["attn"])
+        if qk_norm:
+            wr.tensor(p + "attn_q_norm.weight", (hd,))
+            wr.tensor(p + "attn_k_norm.weight", (hd,))
         wr.tensor(p + "ffn_norm.weight", (n_embd,))
         if n_expert:
             wr.tensor(p + "ffn_gate_inp.weight", (n_embd, n_expert), "F32")
@@ -329,6 +341,32 @@ ZOO: dict[str, ZooModel] = {
             ),
         ),
         ZooModel("jamba-hybrid", "jamba", "Mamba + attention hybrid: recurrent state, checkpoints", _jamba),
+        ZooModel(
+            "qwen3-qknorm",
+            "qwen3",
+            "per-head Q/K norms, head dim 128 on n_embd 256 (query twice n_embd)",
+            lambda p: _llama(p, "zoo-qwen3", arch="qwen3", head_dim=128, qk_norm=True, n_ff=768),
+        ),
+        ZooModel(
+            "smollm3-tied",
+            "smollm3",
+            "no RoPE every 4th layer, tied embedding, GQA 4:1",
+            lambda p: _llama(p, "zoo-smollm3", arch="smollm3", n_layer=4, n_head_kv=1, n_ff=512, tied=True),
+        ),
+        ZooModel(
+            "mistral3",
+            "mistral3",
+            "mistral3 text decoder (llama tensors, yarn keys optional), n_ff = 3 n_embd",
+            lambda p: _llama(p, "zoo-mistral3", arch="mistral3", n_ff=768),
+        ),
+        ZooModel(
+            "granite",
+            "granite",
+            "granite (logit/residual/embedding scales), Q8_0 matmuls",
+            lambda p: _llama(
+                p, "zoo-granite", arch="granite", n_ff=512, types={"attn": "Q8_0", "ffn": "Q8_0"}
+            ),
+        ),
     )
 }
 
