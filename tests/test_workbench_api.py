@@ -26,8 +26,10 @@ CPUS = {0, 1}
     [
         ({"extra": ["--rpc", "10.0.0.1:50052"]}, "unknown control(s) extra"),  # no raw flags
         ({"model_path": "/etc/passwd"}, "unknown control"),
+        ({"\x1b[2J" + "x" * 5000: 1}, "unknown control"),  # a hostile key: one short printable line
         ({"cache_type_k": "q3_k"}, "unknown KV cache type"),
         ({"cache_type_v": "Q4_0;rm -rf /"}, "unknown KV cache type"),
+        ({"cache_type_k": "q4\n" * 3000}, "unknown KV cache type"),
         ({"threads": 0}, "threads"),
         ({"threads": "two"}, "threads"),
         ({"threads": 10_000}, "threads"),
@@ -44,7 +46,8 @@ CPUS = {0, 1}
 def test_bad_controls_are_refused_with_their_reason(overrides: dict[str, Any], says: str) -> None:
     with pytest.raises(ControlError, match=r"^runtime: ") as exc:
         runtime_with(BASE, overrides, CPUS)
-    assert says in str(exc.value)
+    msg = str(exc.value)
+    assert says in msg and len(msg) < 400 and "\x1b" not in msg and "\n" not in msg
 
 
 def test_good_controls_change_only_what_they_name() -> None:

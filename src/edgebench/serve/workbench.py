@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.serve.pool import ModelState
+from edgebench.textsafe import one_line
 
 if TYPE_CHECKING:
     from edgebench.config import Config
@@ -75,15 +76,14 @@ def runtime_with(base: RuntimeConfig, overrides: dict[str, Any], host_cpus: set[
     """`base` with the page's controls applied, validated as llama-server would need them."""
     unknown = sorted(set(overrides) - set(CONTROLS))
     if unknown:
-        raise ControlError(
-            f"runtime: unknown control(s) {', '.join(unknown)}; allowed: {', '.join(CONTROLS)}"
-        )
+        named = one_line(", ".join(unknown), 200)  # the page's keys: untrusted text
+        raise ControlError(f"runtime: unknown control(s) {named}; allowed: {', '.join(CONTROLS)}")
     try:
         cfg = RuntimeConfig.model_validate({**base.model_dump(), **overrides})
     except ValidationError as exc:
         e = exc.errors()[0]
         where = ".".join(str(p) for p in e["loc"]) or "runtime"
-        raise ControlError(f"runtime: {where}: {e['msg']}") from None
+        raise ControlError(one_line(f"runtime: {where}: {e['msg']}", 300)) from None
     if cfg.cpus is not None:
         foreign = sorted(set(cfg.cpus) - host_cpus)
         if foreign:
