@@ -111,6 +111,17 @@ def test_consequence_labels_memory_predicted_until_measured(tiny: Path, tmp_path
         assert r.status_code == 400
 
 
+def test_a_load_the_budget_cannot_check_is_refused(tiny: Path, tmp_path: Path) -> None:
+    """A context past the model's trained one has no plan: with a memory budget, no load."""
+    with gateway(table(spec(tiny, "tiny")), None, tmp_path, budget_mib=4000.0) as (url, _):
+        r = httpx.post(f"{url}/admin/load", json={"model": "tiny", "runtime": {"ctx": 1_000_000}})
+        assert r.status_code == 400 and "trained context" in r.json()["error"]["message"]
+        c = httpx.post(
+            f"{url}/workbench/api/consequence", json={"model": "tiny", "runtime": {"ctx": 1_000_000}}
+        )
+        assert c.json()["memory"]["source"] == "unknown"
+
+
 def test_the_page_shell_is_open_but_its_data_needs_the_key(tiny: Path, tmp_path: Path) -> None:
     with gateway(table(spec(tiny, "tiny")), None, tmp_path, api_key="s3cret") as (url, _):
         page = httpx.get(f"{url}/")

@@ -350,6 +350,8 @@ class Gateway:
             except ControlError as exc:
                 raise _HTTPError(400, str(exc), "bad_control") from exc
             mem = await asyncio.to_thread(self.workbench.memory_for, name, cfg)
+            if "mib" not in mem and self.pool.budget_mib is not None:  # the budget could not hold it
+                raise _HTTPError(400, f"runtime: memory not predictable ({mem.get('detail')})", "bad_control")
             charge = Memory(mib=mem["mib"], source="predicted") if "mib" in mem else None
         elif slot.preset is not None and slot.cfg != slot.preset:
             cfg = slot.preset  # a plain load returns to the measured preset
