@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from edgebench.kvlab.capture import capture
+from edgebench.kvlab.capture import capture, continue_from
 from edgebench.kvlab.state import StateFormatError, parse_seq_state, write_seq_state
 from edgebench.models.gguf import read_model_info
+from edgebench.runtime.flags import FlashAttn
 from edgebench.runtime.locate import Runtime
 
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 3
@@ -20,8 +22,8 @@ def test_captured_kv_has_the_shapes_the_metadata_implies_in_both_layouts(
     runtime: Runtime, tiny_model: Path, tmp_path: Path
 ) -> None:
     info = read_model_info(tiny_model)
-    on, raw_on = capture(runtime, str(tiny_model), TEXT, ctx=512, flash_attn="on", log_dir=tmp_path)
-    off, raw_off = capture(runtime, str(tiny_model), TEXT, ctx=512, flash_attn="off", log_dir=tmp_path)
+    on, raw_on, _ = capture(runtime, str(tiny_model), TEXT, ctx=512, flash_attn="on", log_dir=tmp_path)
+    off, raw_off, _ = capture(runtime, str(tiny_model), TEXT, ctx=512, flash_attn="off", log_dir=tmp_path)
     assert write_seq_state(on) == raw_on and write_seq_state(off) == raw_off  # byte-exact round trip
     assert on.prompt_tokens == off.prompt_tokens and len(on.prompt_tokens) > 40
     for state, transposed in ((on, False), (off, True)):
@@ -75,7 +77,7 @@ def test_gemma_iswa_state_is_two_caches_the_window_and_the_global_layers(
     runtime: Runtime, gemma_path: Path, tmp_path: Path
 ) -> None:
     info = read_model_info(gemma_path)
-    state, raw = capture(runtime, str(gemma_path), TEXT * 16, ctx=2048, log_dir=tmp_path)
+    state, raw, _ = capture(runtime, str(gemma_path), TEXT * 16, ctx=2048, log_dir=tmp_path)
     assert write_seq_state(state) == raw
     full, swa = state.caches
     n = len(state.prompt_tokens)
@@ -93,3 +95,24 @@ def test_gemma_iswa_state_is_two_caches_the_window_and_the_global_layers(
     # K differ from the global layers' (other weights), but a layer's rows are finite and distinct
     k = swa.layers[0].k_values()
     assert np.isfinite(k).all() and not np.allclose(k[0], k[-1])
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("fa", ["on", "off"])
+def test_a_state_rewritten_unchanged_restores_the_same_next_token_distributions(
+    runtime: Runtime, tiny_model: Path, tmp_path: Path, fa: str
+) -> None:
+    """capture → parse → write → restore into a fresh server: the next 8 tokens and their top-5
+    log-probabilities are exactly the baseline's (the injection path adds nothing of its own)."""
+    mode = cast(FlashAttn, fa)
+    model = str(tiny_model)
+    state, raw, baseline = capture(runtime, model, TEXT, ctx=512, flash_attn=mode, log_dir=tmp_path, steps=8)
+    rewritten = write_seq_state(state)
+    assert rewritten == raw
+    again = continue_from(runtime, model, TEXT, rewritten, ctx=512, flash_attn=mode, log_dir=tmp_path)
+    assert len(baseline) == 8 and again == baseline
+    # and the comparison can fail: a cache with one layer's K zeroed changes the distributions
+    state.caches[0].layers[0].k[:] = 0
+    zeroed = write_seq_state(state)
+    broken = continue_from(runtime, model, TEXT, zeroed, ctx=512, flash_attn=mode, log_dir=tmp_path)
+    assert broken != baseline

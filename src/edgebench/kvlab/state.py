@@ -47,7 +47,7 @@ class LayerKV:
 
     k_type: int
     k_row_bytes: int
-    k: np.ndarray  # uint8, (cells, k_row_bytes)
+    k: np.ndarray  # uint8, (cells, k_row_bytes), writable: the lab edits it before writing it back
     v_type: int
     v: np.ndarray  # uint8, (cells, v_row_bytes) — transposed files are stored back per cell here
     v_row_bytes: int
@@ -159,14 +159,18 @@ def _cache(r: _Reader, index: int) -> CacheState:
     for il in range(n_layer):
         kt, row = r.i32(f"layer {il} k type"), r.u64(f"layer {il} k row size")
         ks.append(
-            (kt, row, np.frombuffer(r.take(cells * row, f"layer {il} K"), np.uint8).reshape(cells, row))
+            (
+                kt,
+                row,
+                np.frombuffer(r.take(cells * row, f"layer {il} K"), np.uint8).reshape(cells, row).copy(),
+            )
         )
     for il in range(n_layer):
         vt = r.i32(f"layer {il} v type")
         kt, krow, k = ks[il]
         if not state.v_trans:
             vrow = r.u64(f"layer {il} v row size")
-            v = np.frombuffer(r.take(cells * vrow, f"layer {il} V"), np.uint8).reshape(cells, vrow)
+            v = np.frombuffer(r.take(cells * vrow, f"layer {il} V"), np.uint8).reshape(cells, vrow).copy()
             state.layers.append(LayerKV(kt, krow, k, vt, v, vrow))
             continue
         el, n_embd_v = r.u32(f"layer {il} v element size"), r.u32(f"layer {il} n_embd_v")
