@@ -50,7 +50,8 @@ from edgebench.testing.zoo import ZOO, write_zoo_model
 
 FLAGS = tuple(probe_host().cpu_flags) or None
 
-GOALS = {"model": 2.0, "repack": 2.0, "KV": 2.0, "compute": 10.0, "RSS@fill": 10.0, "RSS/total": 10.0}
+# issue 19's goals; RSS/total (the worst-case plan against a 90 % fill) is shown, not judged
+GOALS = {"model": 2.0, "repack": 2.0, "KV": 2.0, "compute": 10.0, "RSS@fill": 10.0}
 EXTRA = ("-lv", "4", "--cache-ram", "0")
 WORDS = "the quick brown fox jumps over the lazy dog while seven wizards quietly judge boxing matches "
 
@@ -242,7 +243,8 @@ def main() -> None:
         worst = []
         for c in cols:
             vals = [abs(v) for r in mine if (v := r.errors.get(c)) is not None]
-            worst.append(f"{max(vals):8.2f}{'!' if max(vals) > GOALS[c] else ' '}" if vals else f"{'-':>9}")
+            over = c in GOALS and vals and max(vals) > GOALS[c]
+            worst.append(f"{max(vals):8.2f}{'!' if over else ' '}" if vals else f"{'-':>9}")
         print(f"  {name:16} " + " ".join(worst) + f"  {len(mine)}")
 
     print("\nmax |error| per bucket:")
@@ -251,9 +253,12 @@ def main() -> None:
         if not vals:
             print(f"  {c:9}   no data")
             continue
-        worst = max(vals)
-        verdict = "PASS" if worst <= GOALS[c] else "FAIL"
-        print(f"  {c:9} {worst:6.2f}%  (goal ≤ {GOALS[c]:.0f} %, {len(vals)} runs)  {verdict}")
+        top = max(vals)
+        if c not in GOALS:
+            print(f"  {c:9} {top:6.2f}%  ({len(vals)} runs; the plan's worst case, not a goal)")
+            continue
+        verdict = "PASS" if top <= GOALS[c] else "FAIL"
+        print(f"  {c:9} {top:6.2f}%  (goal ≤ {GOALS[c]:.0f} %, {len(vals)} runs)  {verdict}")
     print(
         "\nRSS/total compares peak RSS with the worst case (context full); at a partial fill the "
         "reserved-but-untouched compute buffer makes it over-predict. RSS@fill is the like-for-like check.\n"
