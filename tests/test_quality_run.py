@@ -127,8 +127,13 @@ def test_timeout_is_a_failure_class(tmp_path: Path, _data_home: Path) -> None:
     (tmp_path / "edgebench.toml").write_text(
         f'[[backends]]\nname = "slow"\nurl = "http://127.0.0.1:{port}"\n'
     )
-    r = edgebench("quality", "--backend", "slow", *SUITES, "-k", "0", "--stall", "1", "--json", cwd=tmp_path)
-    lsn.close()
+    try:
+        argv = ("quality", "--backend", "slow", *SUITES, "-k", "0", "--stall", "1", "--json")
+        r = edgebench(*argv, cwd=tmp_path)
+    finally:  # closed here, not by the garbage collector during some later test (a ResourceWarning there)
+        lsn.close()
+        for s in held:
+            s.close()
     assert r.returncode == 0, r.stderr
     recs = [json.loads(v) for v in _rows(_data_home / "edgebench.sqlite").values()]
     assert len(recs) == 6 and all(x["failure"] == "timeout" for x in recs)
