@@ -4,8 +4,9 @@ The direct side talks to the very llama-server process the gateway started (same
 config, same slot count), so the only difference is the gateway in the path. The gateway runs as its
 own process, as `edgebench serve` does (in this process it would share the GIL with the clients).
 Per request, from the client: TTFT (first content chunk) and decode t/s (content chunks after the
-first ÷ the time from the first to the last). Prints the ratios (gateway ÷ direct) and the
-gateway's own CPU time.
+first ÷ the time from the first to the last). Both sides alternate ABBA — request by request at 1
+stream, round by round (8 concurrent requests) at 8 — and are compared pair by pair. Prints the
+ratios (gateway ÷ direct) and the gateway's own CPU time.
 
 Goals: decode t/s ratio ≥ 0.99 at 1 stream and ≥ 0.97 at 8; added TTFT p50 ≤ 5 ms.
 Usage: python bench/gateway.py [--rounds 4] [--requests 4] [--max-tokens 64]
@@ -149,29 +150,35 @@ def main() -> None:
         batch(gw.url, path, body, 1, 2)
         print(f"model {model.name}, {threads} threads, {cfg.parallel} slots, max_tokens {args.max_tokens}")
         paired(gw, direct_url, path, body, 2 * args.rounds * args.requests)
-        for streams in (8,):
-            res: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
-            cpu = wall = 0.0
-            for r in range(args.rounds):
-                order = ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")  # interleaved
-                for side in order:
-                    url = direct_url if side == "direct" else gw.url
-                    c0, w0 = gw.cpu_s(), time.perf_counter()
-                    res[side] += batch(url, path, body, streams, args.requests)
-                    if side == "gateway":
-                        cpu += gw.cpu_s() - c0
-                        wall += time.perf_counter() - w0
-            d_tg = statistics.mean(tg for _, tg in res["direct"])
-            g_tg = statistics.mean(tg for _, tg in res["gateway"])
-            d_ttft = statistics.median(t for t, _ in res["direct"])
-            g_ttft = statistics.median(t for t, _ in res["gateway"])
-            n = len(res["gateway"])
-            print(
-                f"{streams} streams, {n} requests a side: decode t/s gateway/direct = {g_tg / d_tg:.3f} "
-                f"({g_tg:.1f} / {d_tg:.1f}; goal ≥ 0.97); TTFT p50 {g_ttft * 1000:.1f} vs "
-                f"{d_ttft * 1000:.1f} ms: added {(g_ttft - d_ttft) * 1000:+.1f} ms (goal ≤ 5 ms); "
-                f"gateway CPU {cpu / n * 1000:.1f} ms a request, {cpu / wall * 100:.1f} % of one core"
-            )
+        streams = 8
+        # one request per stream per round, rounds alternating ABBA: each round's 8 concurrent
+        # requests are compared with the other side's round next to it (per-round pairs), so the
+        # machine's drift between minutes cancels as it does at 1 stream
+        rounds: dict[str, list[list[tuple[float, float]]]] = {"direct": [], "gateway": []}
+        cpu = wall = 0.0
+        for r in range(2 * args.rounds * args.requests):
+            for side in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
+                url = direct_url if side == "direct" else gw.url
+                c0, w0 = gw.cpu_s(), time.perf_counter()
+                rounds[side].append(batch(url, path, body, streams, 1))
+                if side == "gateway":
+                    cpu += gw.cpu_s() - c0
+                    wall += time.perf_counter() - w0
+        d_tg = [statistics.mean(tg for _, tg in rnd) for rnd in rounds["direct"]]
+        g_tg = [statistics.mean(tg for _, tg in rnd) for rnd in rounds["gateway"]]
+        d_ttft = [statistics.median(t for t, _ in rnd) * 1000 for rnd in rounds["direct"]]
+        g_ttft = [statistics.median(t for t, _ in rnd) * 1000 for rnd in rounds["gateway"]]
+        ratio = paired_difference([g / d for d, g in zip(d_tg, g_tg, strict=True)], [1.0] * len(d_tg))
+        added = paired_difference(g_ttft, d_ttft)
+        n = sum(len(rnd) for rnd in rounds["gateway"])
+        print(
+            f"8 streams, {len(d_tg)} round pairs ({n} requests a side): decode t/s gateway/direct = "
+            f"{statistics.mean(g_tg) / statistics.mean(d_tg):.3f} (per-round ratio {1 + ratio.mean:.3f} "
+            f"[{1 + ratio.ci_low:.3f}, {1 + ratio.ci_high:.3f}]; goal ≥ 0.97); added TTFT per round: p50 "
+            f"{statistics.median(g - d for d, g in zip(d_ttft, g_ttft, strict=True)):+.1f} ms, mean "
+            f"{added.mean:+.1f} [{added.ci_low:+.1f}, {added.ci_high:+.1f}] (goal ≤ 5 ms); "
+            f"gateway CPU {cpu / n * 1000:.1f} ms a request, {cpu / wall * 100:.1f} % of one core"
+        )
         print(
             f"re-sent after a dropped keep-alive connection: direct {RETRIES.get(direct_url, 0)}, "
             f"gateway {RETRIES.get(gw.url, 0)}"
