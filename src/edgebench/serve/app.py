@@ -249,7 +249,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ info routes
 
-    def _model_entry(self, name: str) -> dict[str, Any]:
+    def model_entry(self, name: str) -> dict[str, Any]:
         s = self.pool.slots[name]
         sv = s.served
         return {
@@ -270,7 +270,7 @@ class Gateway:
         }
 
     async def models(self, request: Request) -> JSONResponse:
-        data = [self._model_entry(n) for n in self.pool.slots]
+        data = [self.model_entry(n) for n in self.pool.slots]
         for t in self.table.tiers.values():
             target = t.primary or t.closest
             data.append(
@@ -304,7 +304,7 @@ class Gateway:
             if s.resident and s.served.spec is not None:
                 running.append(
                     {
-                        **self._model_entry(n),
+                        **self.model_entry(n),
                         "pid": s.server.pid if s.server else None,
                         "url": s.server.base_url if s.server else None,
                         "in_flight": s.active,
@@ -364,7 +364,7 @@ class Gateway:
     async def _admin_unload(self, request: Request) -> Response:
         name = await self._admin_model(request)
         stopped = await self._call(name, self.pool.unload(name))
-        return JSONResponse({"model": name, "stopped": stopped, **self._model_entry(name)})
+        return JSONResponse({"model": name, "stopped": stopped, **self.model_entry(name)})
 
     async def _call(self, name: str, aw: Awaitable[bool]) -> bool:
         try:

@@ -186,7 +186,7 @@ class Workbench:
     def entry(self, name: str) -> dict[str, Any]:
         slot = self.gw.pool.slots[name]
         spec = slot.served.spec
-        e = self.gw._model_entry(name)
+        e = self.gw.model_entry(name)
         e["preset"] = controls_of(slot.preset)
         e["config"] = controls_of(slot.cfg)
         e["sources"] = list(spec.sources) if spec else []
