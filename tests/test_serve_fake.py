@@ -71,13 +71,20 @@ def fake_upstream() -> Iterator[str]:
         yield url
 
 
-def _table(url: str, max_ctx: int | None = None) -> ServeTable:
-    def remote(name: str) -> Served:
-        b = BackendConfig(name=name, url=url, max_ctx=max_ctx, model="upstream-model")
-        return Served(name=name, remote=b, memory=Memory(mib=0, source="unknown"), max_ctx=max_ctx)
+def _remote(name: str, url: str, max_ctx: int | None = None) -> Served:
+    b = BackendConfig(name=name, url=url, max_ctx=max_ctx, model="upstream-model")
+    return Served(name=name, remote=b, memory=Memory(mib=0, source="unknown"), max_ctx=max_ctx)
 
+
+def _table(url: str, max_ctx: int | None = None) -> ServeTable:
     tiers = {"fast_chat": Tier(name="fast_chat", primary="r1", backup="r2", why="test")}
-    return ServeTable(models={"r1": remote("r1"), "r2": remote("r2")}, tiers=tiers, source="test")
+    models = {"r1": _remote("r1", url, max_ctx), "r2": _remote("r2", url, max_ctx)}
+    return ServeTable(models=models, tiers=tiers, source="test")
+
+
+def _only(url: str) -> ServeTable:
+    """One remote model and no backup: a failure is the gateway's to handle."""
+    return ServeTable(models={"r1": _remote("r1", url)}, tiers={}, source="test")
 
 
 def _post(c: httpx.Client, url: str, content: str, **kw: object) -> httpx.Response:
@@ -227,13 +234,7 @@ def _drops_second_request(*, cut_body: bool = False) -> Iterator[tuple[str, list
 
 def test_a_dropped_keep_alive_connection_is_retried_not_a_502(tmp_path: Path) -> None:
     with _drops_second_request() as (up, seen):
-        b = BackendConfig(name="r1", url=up, model="upstream-model")
-        only = ServeTable(
-            models={"r1": Served(name="r1", remote=b, memory=Memory(mib=0, source="unknown"))},
-            tiers={},
-            source="test",
-        )
-        with gateway(only, None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+        with gateway(_only(up), None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
             for _ in range(3):  # no backup to fall back to: the gateway itself must re-send
                 r = c.post(
                     f"{url}/v1/chat/completions",
@@ -247,13 +248,7 @@ def test_a_reply_cut_after_its_head_is_an_error_and_not_sent_twice(tmp_path: Pat
     # the re-send is for a connection that answered nothing; a reply that broke mid-body may have
     # run on the server already (a generation): it is a 502, and the upstream saw one request
     with _drops_second_request(cut_body=True) as (up, seen):
-        b = BackendConfig(name="r1", url=up, model="upstream-model")
-        only = ServeTable(
-            models={"r1": Served(name="r1", remote=b, memory=Memory(mib=0, source="unknown"))},
-            tiers={},
-            source="test",
-        )
-        with gateway(only, None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+        with gateway(_only(up), None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
             r = c.post(
                 f"{url}/v1/chat/completions",
                 json={"model": "r1", "messages": [{"role": "user", "content": "hi"}]},

@@ -132,8 +132,12 @@ def kld_base(runtime: Runtime, model: str, text: Path, out: Path, *, ctx: int, t
     """The f16-cache logits every KV type is compared with."""
     argv = [*_argv(runtime, model, text, ctx, threads), "--kl-divergence-base", str(out)]
     _check(proc.run(argv, timeout_s=3600), "KLD base (f16 KV)")
-    if not out.is_file():
-        raise NativeError(f"KLD base (f16 KV): llama-perplexity wrote no {out.name}")
+    # a refused text leaves a 12-byte header and an error line that may itself be lost at exit
+    if not out.is_file() or out.stat().st_size <= 64:
+        raise NativeError(
+            f"KLD base (f16 KV): no logits written: the text is too short (llama-perplexity needs "
+            f"at least {2 * ctx} tokens for a context of {ctx})"
+        )
     return out
 
 

@@ -468,9 +468,8 @@ class Gateway:
         chars = prompt_chars(body)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         max_tokens = max_tokens if isinstance(max_tokens, int) else None
-        max_ctx = served.max_ctx
-        if slot.cfg is not None and slot.cfg != slot.preset and slot.cfg.ctx:
-            max_ctx = slot.cfg.ctx  # a workbench load with its own context size
+        # a managed model's context is its current runtime's (a workbench load may set its own)
+        max_ctx = (slot.cfg.ctx or None) if slot.cfg is not None else served.max_ctx
         if max_ctx is not None:
             need = estimate_tokens(
                 ChatRequest(

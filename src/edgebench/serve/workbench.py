@@ -295,25 +295,18 @@ class Workbench:
 
 
 def _render_report(r: Results, last: tuple[tuple[int, str], str] | None) -> tuple[tuple[int, str], str]:
-    """The report HTML for this host's rows; `last` again while the store has not changed."""
-    from edgebench.decide.gather import gather
-    from edgebench.decide.rank import rank
-    from edgebench.decide.route import route
-    from edgebench.pipeline.decide import serving_specs
-    from edgebench.report import render_report
+    """The report `edgebench report` writes for this host's rows (the pipeline's decide, into a
+    scratch directory); `last` again while the store has not changed."""
+    from edgebench.pipeline.decide import decide
 
     with r.open() as store:
         state = (store.count(), r.host.fingerprint)
         if last is not None and last[0] == state:
             return last
-        ev = gather(r.cfg, store, None, host=r.host.fingerprint)
-        specs = serving_specs(store, r.host)
-    ranking = rank(ev, r.cfg.budgets)
-    routing = route(ev, r.cfg.budgets, ram_total_mib=r.host.ram_total_mib, ranking=ranking, serving=specs)
-    prov = {"host_fingerprint": r.host.fingerprint, "host": f"{r.host.cpu_model}, {r.host.ram_total_mib} MiB"}
-    with tempfile.TemporaryDirectory(prefix="edgebench-wb-") as d:
-        _, html = render_report(ev, ranking, routing, prov, Path(d))
-        return state, html.read_text(encoding="utf-8")
+        with tempfile.TemporaryDirectory(prefix="edgebench-wb-") as d:
+            made = decide(r.cfg, store, r.host, None, out_dir=Path(d))
+            assert made.html is not None
+            return state, made.html.read_text(encoding="utf-8")
 
 
 def _last_line(path: Path) -> str | None:
