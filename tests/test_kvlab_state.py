@@ -116,3 +116,22 @@ def test_a_state_rewritten_unchanged_restores_the_same_next_token_distributions(
     zeroed = write_seq_state(state)
     broken = continue_from(runtime, model, TEXT, zeroed, ctx=512, flash_attn=mode, log_dir=tmp_path)
     assert broken != baseline
+
+
+def test_a_state_cut_to_its_first_cells_is_what_the_slot_held_then() -> None:
+    from edgebench.kvlab.state import CacheState, LayerKV, SeqState, truncated
+
+    rows = np.arange(5 * 8, dtype=np.uint8).reshape(5, 8)
+    layer = LayerKV(1, 8, rows.copy(), 1, rows.copy() + 1, 8)
+    cache = CacheState(np.arange(5, dtype=np.int32), [[0]] * 5, False, [layer])
+    packed = SeqState([-1, 1, 5, 10, 11, 12, 13, 14, 0], [cache, cache])
+    cut = truncated(packed, 3)
+    assert cut.prompt_tokens == [10, 11, 12] and cut.tokens[-1] == 0
+    assert all(c.cells == 3 for c in cut.caches)
+    assert cut.caches[0].layers[0].v.tolist() == (rows[:3] + 1).tolist()
+    again = parse_seq_state(write_seq_state(cut))  # a file llama-server can read back
+    assert again.prompt_tokens == [10, 11, 12] and again.caches[1].cells == 3
+    with pytest.raises(StateFormatError, match="media"):
+        truncated(SeqState([-1, 1, 5, 10, 11, 12, 13, 14, 1, 7], [cache]), 3)
+    with pytest.raises(StateFormatError, match="6 cells asked"):
+        truncated(packed, 6)

@@ -30,6 +30,7 @@ __all__ = [
     "StateFormatError",
     "describe",
     "parse_seq_state",
+    "truncated",
     "write_seq_state",
 ]
 
@@ -145,7 +146,8 @@ def _cache(r: _Reader, index: int) -> CacheState:
         n_seq = r.u32("cell n_seq_id")
         if n_seq > 256:  # LLAMA_MAX_SEQ
             raise StateFormatError(
-                f"sequence state: cell with {n_seq} sequence ids (M-RoPE cell extensions are not supported)"
+                f"sequence state: cell with {n_seq} sequence ids (recurrent state or M-RoPE cell extensions: "
+                "not supported)"
             )
         seq_ids.append([r.i32("cell seq_id") for _ in range(n_seq)])
     state = CacheState(np.asarray(positions, dtype=np.int32), seq_ids, v_trans=False)
@@ -227,6 +229,30 @@ def write_seq_state(state: SeqState) -> bytes:
             rows = lk.v.reshape(c.cells, n, el).transpose(1, 0, 2).tobytes()
             out.append(struct.pack("<iII", lk.v_type, el, n) + rows)
     return b"".join(out)
+
+
+def truncated(state: SeqState, cells: int) -> SeqState:
+    """The state of the first `cells` tokens: what the slot held after reading only them."""
+    t = state.tokens
+    if len(t) >= 3 and t[0] == -1:  # llama-server's packed block: NULL, version, count, tokens, media
+        count = t[2]
+        rest = t[3 + count :]
+        if rest != [0]:
+            raise StateFormatError("sequence state: a slot with media chunks cannot be cut")
+        tokens = [t[0], t[1], cells, *t[3 : 3 + cells], *rest]
+    else:
+        tokens = t[:cells]
+    caches = []
+    for c in state.caches:
+        if c.cells < cells:
+            raise StateFormatError(f"sequence state: {cells} cells asked, a cache holds {c.cells}")
+        layers = [
+            LayerKV(lk.k_type, lk.k_row_bytes, lk.k[:cells], lk.v_type, lk.v[:cells], lk.v_row_bytes,
+                    lk.v_el_bytes, lk.n_embd_v)
+            for lk in c.layers
+        ]  # fmt: skip
+        caches.append(CacheState(c.positions[:cells], c.seq_ids[:cells], c.v_trans, layers))
+    return SeqState(tokens, caches)
 
 
 def describe(state: SeqState) -> str:

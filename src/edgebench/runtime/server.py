@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -109,8 +110,10 @@ class ServerProcess:
         ready_timeout_s: float = 300,
         rss_limit_mib: float | None = None,
         verbose: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._runtime, self.model_path, self._cfg, self._verbose = runtime, model_path, cfg, verbose
+        self._env = dict(env or {})  # e.g. LLAMA_ATTN_ROT_DISABLE for the KV lab
         self._use_port(free_port())
         self.log_file = log_file
         self.ready_timeout_s = ready_timeout_s
@@ -180,8 +183,8 @@ class ServerProcess:
         raise AssertionError("unreachable")
 
     def _start_once(self) -> ServerProcess:
-        env = {} if "MALLOC_MMAP_THRESHOLD_" in os.environ else MALLOC_ENV
-        self._proc = proc.spawn(self.argv, log_file=self.log_file, env=env)
+        env = {} if "MALLOC_MMAP_THRESHOLD_" in os.environ else dict(MALLOC_ENV)
+        self._proc = proc.spawn(self.argv, log_file=self.log_file, env={**env, **self._env})
         p = self._proc
         self._sampler = proc.RssSampler(
             p.pid, limit_mib=self.rss_limit_mib, on_limit=lambda: proc.kill_group(p, grace_s=1)
