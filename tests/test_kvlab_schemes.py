@@ -5,6 +5,7 @@ divergence the lab scores with."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -208,3 +209,39 @@ def test_a_hybrid_plan_prints_as_the_planners_kv_layers_syntax() -> None:
     assert spec == "0-2:q8_0,3-6:q4_0,7:q8_0,8-9:q4_0"
     parsed = parse_kv_layers(spec, 10)
     assert parsed == {il: (plan[il][0].name, plan[il][1].name) for il in range(10)}
+
+
+def test_the_lab_report_has_the_seed_table_the_check_and_a_plot(tmp_path: Path) -> None:
+    from edgebench.kvlab.lab import LabResult, LabRow, Validation, recommend
+    from edgebench.kvlab.report import write_report
+    from edgebench.kvlab.score import Divergence
+
+    def div(k: float, top: float) -> Divergence:
+        return Divergence(k, k / 10, top, 1.0, 64, 0.9, (k,) * 64)
+
+    rows = [
+        LabRow(method="f16", source="native", bits_k=16, bits_v=16, kld=div(0.0, 100), ctx_fit=4096),
+        LabRow(method="q8_0", source="native", bits_k=8.5, bits_v=8.5, kld=div(0.004, 99.5), ctx_fit=7680),
+        LabRow(method="q4_0", source="native", bits_k=4.5, bits_v=4.5, kld=div(0.09, 90.0), ctx_fit=14080),
+        LabRow(method="tq3", source="simulated", bits_k=3.06, bits_v=3.06, rel_mse_k=0.03, rel_mse_v=0.03,
+               kld=div(0.2, 70.0), validated=True),
+        LabRow(method="hybrid by sensitivity", source="simulated", bits_k=5.8, bits_v=5.8,
+               kld=div(0.05, 95.0), kv_layers="0-5:q8_0,6-17:q4_0|x", validated=False),
+    ]  # fmt: skip
+    rec = recommend(rows)
+    assert rec.startswith("-ctk q8_0 -ctv q8_0") and "KLD 0.0040" in rec  # q4_0 fails the thresholds
+    res = LabResult(
+        model="m", model_sha256="ab" * 32, build_id="b1", host_fingerprint="h", text_sha256="cd" * 32,
+        ctx=512, tokens=496, positions=64, flash_attn="on", n_probs=256, budget_mib=400,
+        roundtrip_kld_max=0.0,
+        validations=[Validation(simulated="q4_0", native="q4_0", rotation=True, kld_simulated=0.088,
+                                kld_native=0.09, diff=-0.002, diff_se=0.01, agree=True)],
+        rows=rows, sensitivity={0: 0.01, 1: 0.002}, sensitivity_scheme="q4_0", step=8,
+        recommendation=rec, wall_s=12.0,
+    )  # fmt: skip
+    md, svg = write_report(res, tmp_path / "lab")
+    text = md.read_text()
+    assert "| q4_0 | native | 4.50 | 3.56× / 7.11× |" in text
+    assert "simulated (unvalidated)" in text and "\\|x" in text  # a pipe in a cell cannot break the table
+    assert "q4_0 vs q4_0: 0.08800 vs 0.09000" in text and "agree" in text
+    assert svg is not None and svg.read_text().startswith("<svg") and "lab.svg" in text

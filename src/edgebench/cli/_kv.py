@@ -22,6 +22,7 @@ from edgebench.kvlab.lab import (
     parse_native,
     run_lab,
 )
+from edgebench.kvlab.report import write_report
 from edgebench.kvlab.schemes import parse_scheme
 from edgebench.models.registry import resolve_model
 from edgebench.setup import ensure_models, ensure_runtime
@@ -96,11 +97,12 @@ def kv(
     out = cfg.data_dir / "kvlab" / f"{info.sha256[:12]}-ctx{ctx}-fa{fa}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res.model_dump(mode="json"), indent=1))
+    md, _svg = write_report(res, out.with_suffix(""))
     if json_:
         emit_json(res)
         return
     render_lab(res)
-    console.print(f"saved: {out}")
+    console.print(f"saved: {out}\nreport: {md}")
 
 
 def _f(x: float | None, fmt: str) -> str:

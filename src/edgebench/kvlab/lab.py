@@ -312,7 +312,7 @@ def run_lab(
     # from a context checkpoint, which a restored slot does not have (server-context.cpp); with
     # the SWA cache at full size every layer holds every token and the prefix is reused as is.
     base_cfg = RuntimeConfig(threads=threads, ctx=ctx, flash_attn=flash_attn, parallel=1, swa_full=True)
-    fit = _Fit(info, base_cfg, budget_mib)
+    fit = _Fit(info, base_cfg.model_copy(update={"swa_full": False}), budget_mib)  # as users run it
     log_dir.mkdir(parents=True, exist_ok=True)
     rows: list[LabRow] = []
     with tempfile.TemporaryDirectory(prefix="edgebench-kv-") as d:
