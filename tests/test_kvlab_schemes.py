@@ -230,6 +230,8 @@ def test_the_lab_report_has_the_seed_table_the_check_and_a_plot(tmp_path: Path) 
     ]  # fmt: skip
     rec = recommend(rows)
     assert rec.startswith("-ctk q8_0 -ctv q8_0") and "KLD 0.0040" in rec  # q4_0 fails the thresholds
+    worse = [r.model_copy(update={"kld": div(0.03, 95.0)}) if r.method == "q8_0" else r for r in rows]
+    assert recommend(worse).startswith("keep an f16 cache") and "the closest, q8_0" in recommend(worse)
     res = LabResult(
         model="m", model_sha256="ab" * 32, build_id="b1", host_fingerprint="h", text_sha256="cd" * 32,
         ctx=512, tokens=496, positions=64, flash_attn="on", n_probs=256, budget_mib=400,

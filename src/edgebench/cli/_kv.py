@@ -47,7 +47,7 @@ def kv(
     ),
     sensitivity: str = typer.Option("q4_0", "--sensitivity", help="Scheme for the per-layer pass."),
     perplexity: bool = typer.Option(True, "--perplexity/--no-perplexity", help="llama-perplexity KLD."),
-    step: int = typer.Option(8, "--step", help="Tokens per round of the token-by-token fill (1 = exact)."),
+    step: int = typer.Option(1, "--step", help="Tokens per round of the token-by-token fill (1 = exact)."),
     text: Path | None = typer.Option(None, "--text", help="Text file (default: the shipped one)."),
     budget_mib: float | None = typer.Option(None, "--budget-mib", help="RAM budget for the context column."),
     fa: str = typer.Option("on", "--fa", help="Flash attention: on or off."),

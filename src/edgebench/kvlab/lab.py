@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import gguf
 import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -25,7 +26,7 @@ from edgebench.errors import EdgebenchError
 from edgebench.kvlab.fidelity import attention_error
 from edgebench.kvlab.inject import LayerError, LayerRef, apply_plan, layer_refs, native_to_f16
 from edgebench.kvlab.native import KldResult, NativeError, kld_base, native_kld
-from edgebench.kvlab.schemes import Scheme, parse_scheme, roundtrip
+from edgebench.kvlab.schemes import Scheme, parse_scheme
 from edgebench.kvlab.score import N_PROBS, Dist, Divergence, compare, read_positions, restore
 from edgebench.kvlab.sequential import fill_sequentially
 from edgebench.kvlab.state import SeqState, parse_seq_state, write_seq_state
@@ -59,7 +60,9 @@ DEFAULT_SIMULATED = (
     "kivi2",
     "kivi4",
 )
-DEFAULT_NATIVE = (*(t for t in KV_TYPES if t != "f16"), "q8_0/q4_0")
+# the quantized types -ctk/-ctv offer, and the common asymmetric pair (f32/bf16 can be named: bf16 has no
+# fast CPU kernel and takes minutes)
+DEFAULT_NATIVE = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "q8_0/q4_0")
 # Injected vs native: (simulated scheme, native type, llama.cpp's rotation on)
 VALIDATIONS = (("q8_0", "q8_0", False), ("q4_0", "q4_0", False), ("q4_0+rot", "q4_0", True))
 # Agreement: the injected mean KLD within this fraction of the native one, or their paired
@@ -159,7 +162,9 @@ def _rel_mse(errors: Sequence[LayerError], role: str) -> float:
 
 
 def _native_bits(kv: str) -> float:
-    return roundtrip(np.zeros((1, 32), np.float32), parse_scheme(kv), "v", head_dim=32).bits / 32
+    """Bits per element of a llama.cpp cache type (its block size and bytes per block)."""
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kv.upper()]]
+    return 8 * size / block
 
 
 def _layers_spec(plan: dict[int, tuple[Scheme, Scheme]]) -> str:
@@ -283,7 +288,7 @@ def run_lab(
     native: Sequence[str] = DEFAULT_NATIVE,
     perplexity: bool = True,
     sensitivity_scheme: str = "q4_0",
-    step: int = 8,
+    step: int = 1,
     budget_mib: float,
     flash_attn: FlashAttn = "on",
     threads: int = 2,
@@ -525,25 +530,38 @@ def _validate(sim: dict[str, LabRow], native: dict[tuple[str, str, bool], LabRow
 
 
 def recommend(rows: Sequence[LabRow], max_kld: float = 0.01, min_top_pct: float = 99.0) -> str:
-    """The native type with the fewest bits whose measured KLD and top-1 agreement stay within
-    the thresholds (llama.cpp can run it today), with its evidence."""
+    """The quantized native type with the fewest bits whose measured KLD (+ 2 SE) and top-1
+    agreement stay within the thresholds (llama.cpp can run it today), with its evidence; else
+    keep f16, naming the closest."""
+    quantized = [
+        r for r in rows
+        if r.source == "native" and "rotation off" not in r.method and r.kld is not None and r.bits < 16
+    ]  # fmt: skip
     ok = [
-        r
-        for r in rows
-        if r.source == "native"
-        and "rotation off" not in r.method
-        and r.kld is not None
-        and r.kld.mean_kld + 2 * r.kld.kld_se <= max_kld
+        r for r in quantized
+        if r.kld is not None and r.kld.mean_kld + 2 * r.kld.kld_se <= max_kld
         and r.kld.same_top_pct >= min_top_pct
-    ]
+    ]  # fmt: skip
+
+    def evidence(r: LabRow) -> str:
+        assert r.kld is not None
+        return (
+            f"KLD {r.kld.mean_kld:.4f} ± {r.kld.kld_se:.4f}, top-1 agreement {r.kld.same_top_pct:.1f}% "
+            f"over {r.kld.positions} positions"
+        )
+
     if not ok:
-        return f"keep an f16 cache: no native KV type stayed within KLD {max_kld} and {min_top_pct}% top-1"
+        if not quantized:
+            return "keep an f16 cache: no quantized KV type was measured"
+        close = min(quantized, key=lambda r: r.kld.mean_kld if r.kld else math.inf)
+        return (
+            f"keep an f16 cache: no KV type stayed within KLD {max_kld} and {min_top_pct:g}% top-1; "
+            f"the closest, {close.method} ({close.bits:.1f} bits), has {evidence(close)}"
+        )
     best = min(ok, key=lambda r: (r.bits, r.kld.mean_kld if r.kld else 0))
-    assert best.kld is not None
-    flags = best.method.split("/")
+    k, _, v = best.method.partition("/")
     return (
-        f"-ctk {flags[0]} -ctv {flags[-1]}: {best.bits:.1f} bits/element ({best.vs_f16:.2f}× smaller "
-        f"than f16), KLD {best.kld.mean_kld:.4f} ± {best.kld.kld_se:.4f}, top-1 agreement "
-        f"{best.kld.same_top_pct:.1f}% over {best.kld.positions} positions"
+        f"-ctk {k} -ctv {v or k}: {best.bits:.1f} bits/element ({best.vs_f16:.2f}× smaller than f16), "
+        + evidence(best)
         + (f"; context in budget {best.ctx_fit}" if best.ctx_fit else "")
     )
