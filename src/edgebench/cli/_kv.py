@@ -163,6 +163,8 @@ def render_lab(res: LabResult) -> None:
     )
     console.print(f"restore of the unmodified cache: max KLD {res.roundtrip_kld_max:g} (exact when 0)")
     console.print(f"recommendation: {escape(res.recommendation)}")
+    for n in res.notes:
+        console.print(f"[yellow]not measured:[/yellow] {escape(n)}")
     console.print(f"wall time {res.wall_s:.0f} s")
 
 

@@ -140,6 +140,7 @@ class LabResult(BaseModel):
     sensitivity_scheme: str
     recommendation: str
     wall_s: float
+    notes: list[str] = []  # what could not be measured (e.g. a llama-perplexity run), one line each
 
 
 def load_text(path: Path | None = None) -> str:
@@ -320,6 +321,7 @@ def run_lab(
     fit = _Fit(info, base_cfg.model_copy(update={"swa_full": False}), budget_mib)  # as users run it
     log_dir.mkdir(parents=True, exist_ok=True)
     rows: list[LabRow] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgebench-kv-") as d:
         slot_dir = Path(d)
         cfg = base_cfg.model_copy(update={"extra": ("--slot-save-path", str(slot_dir))})
@@ -400,8 +402,9 @@ def run_lab(
                         flash_attn=flash_attn,
                         rotation=rot,
                     )
-                except NativeError as exc:
-                    raise LabError(str(exc)) from exc
+                except NativeError as exc:  # the server-scored rows stand; say what is missing
+                    notes.append(f"llama-perplexity, {row.method}: {exc}")
+                    continue
                 native_rows[key] = row.model_copy(update={"ppl": ppl})
         rows[1:1] = [*native_rows.values(), *cache_rows.values()]
     return LabResult(
@@ -423,6 +426,7 @@ def run_lab(
         sensitivity_scheme=low.name,
         step=step,
         recommendation=recommend(rows),
+        notes=notes,
         wall_s=time.monotonic() - t0,
     )
 

@@ -78,6 +78,7 @@ def markdown(res: LabResult, plot_file: str | None = None) -> str:
         f"**Recommendation:** {res.recommendation}",
         "",
         f"Wall time of the lab run: {res.wall_s:.0f} s.",
+        *(f"- not measured: {n}" for n in res.notes),
     ]
     if plot_file:
         out += ["", f"![KLD vs bits per element]({plot_file})"]
