@@ -55,6 +55,11 @@ def test_gemma_lab_round_trip_is_exact_and_injection_agrees_with_native(
     assert k["tq2"] > k["q4_0"] > k["q8_0"] > 0  # fewer bits, more divergence
     assert sim["q8_0"].bits == pytest.approx(8.5) and sim["tq2"].bits == pytest.approx(2 + 16 / 256)
     rows = {m: r for (m, src), r in rows.items() if src == "native"}
+    # measured: llama.cpp's KV buffer shrinks with the type's bits; decode speed per type
+    kv = [rows[m].kv_mib_per_1k or 0 for m in ("f16", "q8_0", "q4_0")]
+    assert kv[0] > kv[1] > kv[2] > 0 and kv[1] / kv[0] == pytest.approx(8.5 / 16, rel=0.01)
+    assert all((rows[m].decode_ts or 0) > 0 for m in ("f16", "q8_0", "q4_0"))
+    assert rows["q4_0 (rotation off)"].decode_ts is None  # measured once per type, with rotation
     # memory: fewer bits fit more context in the same budget (predicted by the planner)
     fits = [rows[m].ctx_fit or 0 for m in ("f16", "q8_0", "q4_0")]
     assert fits == sorted(fits) and fits[0] > 0

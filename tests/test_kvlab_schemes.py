@@ -243,7 +243,7 @@ def test_the_lab_report_has_the_seed_table_the_check_and_a_plot(tmp_path: Path) 
     )  # fmt: skip
     md, svg = write_report(res, tmp_path / "lab")
     text = md.read_text()
-    assert "| q4_0 | native | 4.50 | 3.56× / 7.11× |" in text
+    assert "| q4_0 | native | 4.50 | 3.56× / 7.11× |" in text and "decode t/s at depth 256" in text
     assert "simulated (unvalidated)" in text and "\\|x" in text  # a pipe in a cell cannot break the table
     assert "q4_0 vs q4_0: 0.08800 vs 0.09000" in text and "agree" in text
     assert svg is not None and svg.read_text().startswith("<svg") and "lab.svg" in text

@@ -22,7 +22,6 @@ from edgebench.kvlab.lab import (
     parse_native,
     run_lab,
 )
-from edgebench.kvlab.report import write_report
 from edgebench.kvlab.schemes import parse_scheme
 from edgebench.models.registry import resolve_model
 from edgebench.setup import ensure_models, ensure_runtime
@@ -97,6 +96,8 @@ def kv(
     out = cfg.data_dir / "kvlab" / f"{info.sha256[:12]}-ctx{ctx}-fa{fa}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res.model_dump(mode="json"), indent=1))
+    from edgebench.kvlab.report import write_report  # lazy: matplotlib only for commands that draw
+
     md, _svg = write_report(res, out.with_suffix(""))
     if json_:
         emit_json(res)

@@ -32,8 +32,10 @@ from edgebench.kvlab.sequential import fill_sequentially
 from edgebench.kvlab.state import SeqState, parse_seq_state, write_seq_state
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import plan_memory
-from edgebench.runtime.flags import KV_TYPES, FlashAttn, RuntimeConfig
+from edgebench.runtime.bench import run_bench
+from edgebench.runtime.flags import KV_TYPES, BenchTest, FlashAttn, RuntimeConfig
 from edgebench.runtime.locate import Runtime
+from edgebench.runtime.memlog import read_memory_log
 from edgebench.runtime.server import ServerFailed, ServerProcess
 
 __all__ = [
@@ -93,6 +95,9 @@ class LabRow(BaseModel):
     kld: Divergence | None = None  # server protocol, vs the f16 cache
     ppl: KldResult | None = None  # llama-perplexity, native only
     ctx_fit: int | None = None  # planner: largest context within the RAM budget (predicted)
+    kv_mib_per_1k: float | None = None  # native: llama.cpp's KV buffer per 1024 cells (measured, its log)
+    decode_ts: float | None = None  # native: llama-bench tg32 at depth ctx/2, mean ± sd of its reps
+    decode_sd: float | None = None
     kv_layers: str | None = None  # a hybrid's per-layer types (edgebench plan --kv-layers)
     validated: bool | None = None  # simulated rows: did the injection check pass
 
@@ -245,6 +250,32 @@ class _Scorer:
         return read_positions(self.srv, self.tokens, self.positions)
 
 
+def _kv_per_1k(log: Path) -> float | None:
+    """llama.cpp's KV buffer per 1024 cells, from the server's own log (every layer holds every
+    cell here: the lab runs --swa-full)."""
+    try:
+        mem = read_memory_log(log)
+    except OSError:
+        return None
+    host, cells = mem.host, mem.n_ctx
+    if host is None or not host.kv_mib or not cells:
+        return None
+    return host.kv_mib * 1024 / cells
+
+
+def _decode(
+    runtime: Runtime, info: ModelInfo, cfg: RuntimeConfig, k: str, v: str, notes: list[str]
+) -> tuple[float, float] | None:
+    """Decode t/s with this cache type at half the lab's context (llama-bench tg32, 3 reps, as
+    the sweep runs it); a failure is a note, not the end of the lab."""
+    bcfg = cfg.model_copy(update={"cache_type_k": k, "cache_type_v": v, "swa_full": False})
+    out = run_bench(runtime, info.path, bcfg, BenchTest(n_prompt=0, n_gen=32, depth=cfg.ctx // 2, reps=3))
+    if not out.runs:
+        notes.append(f"decode speed, KV {k}/{v}: llama-bench {out.status.value}: {out.detail}")
+        return None
+    return out.runs[0].avg_ts, out.runs[0].stddev_ts
+
+
 def _native_name(k: str, v: str, rot: bool) -> str:
     return (k if k == v else f"{k}/{v}") + ("" if rot else " (rotation off)")
 
@@ -326,7 +357,7 @@ def run_lab(
         slot_dir = Path(d)
         cfg = base_cfg.model_copy(update={"extra": ("--slot-save-path", str(slot_dir))})
         emit(f"capturing the f16 cache of {info.name} at context {ctx}")
-        with _server(runtime, info, cfg, log_dir / "kvlab-f16.log") as srv:
+        with _server(runtime, info, cfg, log_dir / "kvlab-f16.log", verbose=True) as srv:
             state = _capture(srv, slot_dir, body, ctx)
         refs = layer_refs(info, state)
         tokens = state.prompt_tokens
@@ -335,29 +366,43 @@ def run_lab(
         # native first (one server at a time: a board holds one model): llama.cpp's kernels
         # scored end to end, and the cache they wrote, kept for the f16 server below
         natives: list[tuple[str, str, bool, list[Dist], SeqState]] = []
+        kv_mib: dict[tuple[str, str, bool], float | None] = {}
+        speed: dict[tuple[str, str], tuple[float, float] | None] = {}
+        speed[("f16", "f16")] = _decode(runtime, info, base_cfg, "f16", "f16", notes)
         for k, v in pairs:
             for rot in (True, False) if (k, v) in {(x, x) for _, x, _ in VALIDATIONS} else (True,):
                 emit(f"native {_native_name(k, v, rot)}: llama-server -ctk {k} -ctv {v}")
                 ncfg = cfg.model_copy(update={"cache_type_k": k, "cache_type_v": v})
                 env = {} if rot else {"LLAMA_ATTN_ROT_DISABLE": "1"}
-                with _server(runtime, info, ncfg, log_dir / f"kvlab-{k}-{v}-rot{int(rot)}.log", env) as srv:
+                log = log_dir / f"kvlab-{k}-{v}-rot{int(rot)}.log"
+                with _server(runtime, info, ncfg, log, env, verbose=True) as srv:
                     saved = _capture_tokens(srv, slot_dir, tokens, "native.bin")
                     natives.append((k, v, rot, read_positions(srv, tokens, pos), saved))
+                kv_mib[(k, v, rot)] = _kv_per_1k(log)
+                if rot:
+                    speed[(k, v)] = _decode(runtime, info, base_cfg, k, v, notes)
         native_rows: dict[tuple[str, str, bool], LabRow] = {}
         cache_rows: dict[tuple[str, str, bool], LabRow] = {}
         with _server(runtime, info, cfg, log_dir / "kvlab-f16-score.log") as srv:
             scorer = _Scorer(srv, slot_dir, tokens, pos, step)
             base = scorer.read(state)
             again = compare(base, scorer.read(state))
+            f16_ts = speed.get(("f16", "f16"))
             rows.append(
-                LabRow(method="f16", source="native", bits_k=16, bits_v=16, kld=again, ctx_fit=fit(16, 16))
-            )
+                LabRow(
+                    method="f16", source="native", bits_k=16, bits_v=16, kld=again, ctx_fit=fit(16, 16),
+                    kv_mib_per_1k=_kv_per_1k(log_dir / "kvlab-f16.log"),
+                    decode_ts=f16_ts[0] if f16_ts else None, decode_sd=f16_ts[1] if f16_ts else None,
+                )
+            )  # fmt: skip
             for k, v, rot, dists, saved in natives:
                 bk, bv = _native_bits(k), _native_bits(v)
                 name = _native_name(k, v, rot)
+                ts = speed.get((k, v))
                 native_rows[(k, v, rot)] = LabRow(
                     method=name, source="native", bits_k=bk, bits_v=bv, kld=compare(base, dists),
-                    ctx_fit=fit(bk, bv),
+                    ctx_fit=fit(bk, bv), kv_mib_per_1k=kv_mib.get((k, v, rot)),
+                    decode_ts=ts[0] if ts and rot else None, decode_sd=ts[1] if ts and rot else None,
                 )  # fmt: skip
                 injected = native_to_f16(saved, refs, rotated=rot)
                 cache_rows[(k, v, rot)] = LabRow(
@@ -432,9 +477,15 @@ def run_lab(
 
 
 def _server(
-    runtime: Runtime, info: ModelInfo, cfg: RuntimeConfig, log: Path, env: dict[str, str] | None = None
+    runtime: Runtime,
+    info: ModelInfo,
+    cfg: RuntimeConfig,
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    verbose: bool = False,
 ) -> ServerProcess:
-    return _Started(runtime, info.path, cfg, log, env=env)
+    return _Started(runtime, info.path, cfg, log, env=env, verbose=verbose)
 
 
 class _Started(ServerProcess):

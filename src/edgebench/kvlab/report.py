@@ -35,6 +35,10 @@ def _line(r: LabRow) -> str:
         f"{k.same_top_pct:.1f} ± {k.same_top_se:.1f}" if k else "—",
         ppl,
         str(r.ctx_fit) if r.ctx_fit is not None else "—",
+        _cell(r.kv_mib_per_1k, ".2f"),
+        f"{r.decode_ts:.1f} ± {r.decode_sd:.1f}"
+        if r.decode_ts is not None and r.decode_sd is not None
+        else "—",
     ]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -42,7 +46,8 @@ def _line(r: LabRow) -> str:
 def markdown(res: LabResult, plot_file: str | None = None) -> str:
     head = (
         "| method | source | bits/element | compression vs f16 / f32 | rel. MSE K / V | KLD (server) | "
-        f"top-1 agreement % | llama-perplexity KLD | context in {res.budget_mib:.0f} MiB (predicted) |"
+        f"top-1 agreement % | llama-perplexity KLD | context in {res.budget_mib:.0f} MiB (predicted) | "
+        f"KV MiB per 1k tokens (measured) | decode t/s at depth {res.ctx // 2} (measured) |"
     )
     out = [
         f"# KV-cache lab — {res.model}",
@@ -56,7 +61,7 @@ def markdown(res: LabResult, plot_file: str | None = None) -> str:
         f"{res.model_sha256[:12]}, llama.cpp {res.build_id}, host {res.host_fingerprint}.",
         "",
         head,
-        "|" + "---|" * 9,
+        "|" + "---|" * 11,
         *(_line(r) for r in res.rows),
         "",
         "Injection check (simulated vs the cache llama.cpp wrote):",
