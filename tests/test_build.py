@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.errors import BuildError, ConfigError
+from edgebench.runtime import build as build_mod
 from edgebench.runtime.build import _error_tail, build, build_key, cached_builds
 from edgebench.runtime.presets import PRESETS, resolve_preset
 
@@ -111,3 +112,25 @@ def test_error_tail_prefers_compiler_errors() -> None:
     ]
     tail = _error_tail(lines)
     assert "was not declared" in tail and "done" not in tail
+
+
+def test_cached_build_gains_a_new_tool_incrementally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build cached by an older edgebench (whose tool list lacked llama-quantize) gets just that
+    tool built into it on the next use, instead of a full rebuild or a missing binary."""
+    src = _fake_tree(tmp_path / "src", "int main() { return 0; }\n")
+    with (src / "CMakeLists.txt").open("a") as fh:
+        fh.write("add_executable(llama-quantize main.cpp)\n")
+    kw = {"builds_dir": tmp_path / "builds", "cache_dir": tmp_path, "preset": PRESETS["x86-native"]}
+    older = {k: v for k, v in build_mod.TARGETS.items() if k != "llama-quantize"}
+    with monkeypatch.context() as m:
+        m.setattr(build_mod, "TARGETS", older)
+        info = build(source=src, **kw)  # type: ignore[arg-type]
+    assert "llama-quantize" not in info.targets and not Path(info.bin_dir, "llama-quantize").exists()
+    assert "llama-imatrix" in info.absent  # the tree has no such target: not looked for again
+    seen: list[str] = []
+    topped = build(source=src, on_progress=lambda _p, what: seen.append(what), **kw)  # type: ignore[arg-type]
+    assert "llama-quantize" in topped.targets
+    assert Path(topped.bin_dir, "llama-quantize").is_file()
+    assert topped.built_at == info.built_at  # the same cache entry, not a rebuild
+    assert any("llama-quantize into the cached" in w for w in seen)
+    assert build(source=src, **kw) == topped  # type: ignore[arg-type]

@@ -6,13 +6,14 @@ llama.cpp, assemble the default model), so `edgebench run` works on a fresh mach
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.config import Config
-from edgebench.errors import EdgebenchError, RuntimeNotFound
+from edgebench.errors import BuildError, EdgebenchError, RuntimeNotFound
 from edgebench.host.probe import HostInfo, probe_host
 from edgebench.models.default import (
     CHAT_MODEL_NAME,
@@ -22,7 +23,7 @@ from edgebench.models.default import (
 )
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import add_model, list_models
-from edgebench.runtime.build import build
+from edgebench.runtime.build import build, top_up_cached
 from edgebench.runtime.locate import Runtime, locate
 from edgebench.runtime.presets import resolve_preset
 from edgebench.store import Store
@@ -76,7 +77,15 @@ def locate_quietly(cfg: Config) -> Runtime | None:
 def ensure_runtime(cfg: Config, on_progress: Callable[[int, str], None] | None = None) -> Runtime:
     """Locate llama.cpp; if there is none (and none is configured), build the pinned source."""
     try:
-        return locate(bin_dir=cfg.llama_cpp.bin_dir, builds_dir=cfg.builds_dir)
+        rt = locate(bin_dir=cfg.llama_cpp.bin_dir, builds_dir=cfg.builds_dir)
+        info_file = Path(rt.bin_dir).parent.parent / "build-info.json"
+        if cfg.llama_cpp.bin_dir is None and rt.missing and info_file.is_file():
+            # a build cached by an older edgebench: build just the tools it lacks, into it; if
+            # that fails, the tool's first use says so (Runtime.binary: rebuild with --force)
+            with contextlib.suppress(BuildError):
+                top_up_cached(info_file, cfg.llama_cpp.jobs, on_progress)
+                rt = locate(bin_dir=None, builds_dir=cfg.builds_dir)
+        return rt
     except RuntimeNotFound:
         if cfg.llama_cpp.bin_dir is not None:
             raise  # the user named a build; building another one behind their back would mislead

@@ -16,6 +16,7 @@ from edgebench.measure import context, crosscheck, race, throughput
 from edgebench.pipeline import plancheck
 from edgebench.pipeline import quality as quality_stage
 from edgebench.quality import runner
+from edgebench.quant import verify as quant_verify
 
 __all__ = ["STAGES", "Stage", "stage"]
 
@@ -55,6 +56,7 @@ STAGES: dict[str, Stage] = {
             "a llama-server that would not start for quality",
         ),
         Stage(plancheck.STAGE, plancheck.PlanCheckRow, plancheck.VERSION, "planner vs measured buffers"),
+        Stage(quant_verify.STAGE, quant_verify.QuantRow, quant_verify.VERSION, "a recipe applied, measured"),
     )
 }
 

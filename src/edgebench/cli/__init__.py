@@ -17,6 +17,7 @@ from edgebench.cli import _kv as _kv
 from edgebench.cli import _models as _models
 from edgebench.cli import _plan as _plan
 from edgebench.cli import _quality as _quality
+from edgebench.cli import _quant as _quant
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
 from edgebench.cli import _serve as _serve
@@ -38,6 +39,7 @@ _serve.register(app)
 app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")
 app.add_typer(_quality.app, name="quality")
+app.add_typer(_quant.app, name="quant")
 
 
 def _debug() -> bool:

@@ -153,7 +153,10 @@ def native_kld(
     flash_attn: FlashAttn = "on",
     rotation: bool = True,
     threads: int = 2,
+    label: str | None = None,
 ) -> KldResult:
+    """`label` names the run in errors (default: the KV types)."""
+    what = label or f"KV {k_type}/{v_type} fa {flash_attn}"
     for t in (k_type, v_type):
         if t not in KV_TYPES:
             raise NativeError(f"KV type {t!r}: not one llama.cpp offers ({', '.join(KV_TYPES)})")
@@ -163,7 +166,7 @@ def native_kld(
     best: tuple[int, int, dict[str, tuple[float, ...]]] | None = None
     for _ in range(ATTEMPTS):
         res = proc.run(argv, timeout_s=3600, env=env)
-        _check(res, f"KV {k_type}/{v_type} fa {flash_attn}")
+        _check(res, what)
         output = res.stdout + res.stderr
         total = _TOTAL.search(output)
         try:
@@ -177,9 +180,7 @@ def native_kld(
             if best is not None and best[0] == best[1]:
                 break
     if best is None:
-        raise NativeError(
-            f"KV {k_type}/{v_type} fa {flash_attn}: no statistics in {ATTEMPTS} runs of llama-perplexity"
-        )
+        raise NativeError(f"{what}: no statistics in {ATTEMPTS} runs of llama-perplexity")
     chunks, chunks_total, f = best
     return KldResult(
         k_type=k_type,

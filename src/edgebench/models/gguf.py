@@ -15,7 +15,7 @@ import mmap
 import re
 import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
@@ -130,6 +130,8 @@ class _Header:
     kv: dict[str, Scalar | _Array]
     tensors: list[_Tensor]
     data_end: int  # file offset just past the last tensor's data
+    meta_end: int = 0  # file offset just past the tensor infos, before the alignment padding
+    kv_bytes: dict[str, int] = field(default_factory=dict)  # bytes of each key/value entry as stored
 
 
 class _Truncated(Exception):
@@ -229,9 +231,12 @@ def _walk(buf: mmap.mmap) -> _Header:
     n_tensors, n_kv = cur.u64(), cur.u64()
 
     kv: dict[str, Scalar | _Array] = {}
+    kv_bytes: dict[str, int] = {}
     for _ in range(n_kv):
+        start = cur.pos
         key = cur.string()
         kv[key] = cur.value(cur.u32())
+        kv_bytes[key] = cur.pos - start
 
     quant_sizes = gguf.GGML_QUANT_SIZES
     tensors: list[_Tensor] = []
@@ -259,7 +264,7 @@ def _walk(buf: mmap.mmap) -> _Header:
     if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1):
         raise _Corrupt(f"invalid general.alignment {align!r}")
     data_start = -(-cur.pos // align) * align
-    return _Header(version, kv, tensors, data_start + max(ends, default=0))
+    return _Header(version, kv, tensors, data_start + max(ends, default=0), cur.pos, kv_bytes)
 
 
 def _read_header(path: Path) -> tuple[_Header, int]:

@@ -321,7 +321,9 @@ def _is_repacked(name: str, shape: tuple[int, ...], gtype: str, features: frozen
     return _repack_multiple(gtype, features, shape[1]) is not None
 
 
-def _weights(model: ModelInfo, features: frozenset[str], mmap: bool) -> tuple[int, int, bool]:
+def _weights(
+    model: ModelInfo, features: frozenset[str], mmap: bool, layout: _Tensors | None = None
+) -> tuple[int, int, bool]:
     """(CPU_Mapped or CPU weight buffer, CPU_REPACK buffer, exact) for these CPU features.
 
     llama_model::load_tensors maps, per buffer type, only the range from the first to the last
@@ -330,7 +332,7 @@ def _weights(model: ModelInfo, features: frozenset[str], mmap: bool) -> tuple[in
     output.weight) is the token embedding created again with TENSOR_DUPLICATED for the output
     matmul: when its type repacks, that copy lives in CPU_REPACK beside the mapped embedding.
     """
-    f = _file(model)
+    f = (layout, {}) if layout is not None else _file(model)
     if f is None:  # hand-made ModelInfo: by type only, so the embedding may be counted
         repack = sum(
             b
@@ -554,6 +556,7 @@ def plan_memory(
     n_outputs: int | None = None,
     tokens_in_cache: int | None = None,
     checkpoints: int | None = None,
+    weights_layout: _Tensors | None = None,
 ) -> MemoryPlan:
     """Predict llama-server's buffers for `model` run with `cfg` on a host of class `host_arch`.
 
@@ -569,6 +572,8 @@ def plan_memory(
     (one per slot); llama-cli, llama-bench and llama-fit-params reserve n_ubatch.
     tokens_in_cache: size the compute buffer for a cache holding that many tokens (what a run has
     touched so far) instead of the full context; the KV buffers are cleared, hence resident, anyway.
+    weights_layout: (name, type, shape, bytes, data offset) of a file not written yet (a
+    quantization recipe's preview) instead of the model's own; model.tensor_bytes must match it.
     """
     notes: list[str] = []
     host_key = host_arch.lower()
@@ -670,7 +675,7 @@ def plan_memory(
     # weights
     no_repack = not cfg.repack
     features = frozenset() if no_repack else cpu_features(host_key, cpu_flags)
-    model_w, repack_w, exact = _weights(model, features, cfg.mmap)
+    model_w, repack_w, exact = _weights(model, features, cfg.mmap, weights_layout)
     if not exact:
         notes.append("repack size from tensor types only (file not readable): an upper bound")
 

@@ -40,6 +40,7 @@ __all__ = [
     "build_dir_for",
     "cached_builds",
     "fetch_pinned_source",
+    "top_up_cached",
 ]
 
 PINNED_VERSION = "0.3.36"  # llama-cpp-python release whose sdist vendors the llama.cpp we build
@@ -59,6 +60,7 @@ class BuildInfo(BaseModel):
     arch: str
     cmake_args: list[str]
     targets: list[str]
+    absent: list[str] = []  # tools edgebench drives that this source tree has no target for
     bin_dir: str
     built_at: str
     build_s: float
@@ -206,11 +208,14 @@ def build(
     out = builds_dir / key
     info_file = out / "build-info.json"
     if info_file.is_file() and not force:
-        return BuildInfo.model_validate_json(info_file.read_text())
+        info = BuildInfo.model_validate_json(info_file.read_text())
+        if not _new_tools(info):
+            return info
     with _exclusive(builds_dir / f"{key}.lock", on_progress):
         # Another process may have finished this very build while we waited for the lock.
         if info_file.is_file() and not force:
-            return BuildInfo.model_validate_json(info_file.read_text())
+            info = BuildInfo.model_validate_json(info_file.read_text())
+            return _top_up(info, info_file, jobs, on_progress) if _new_tools(info) else info
         return _build_locked(
             key=key,
             out=out,
@@ -223,6 +228,59 @@ def build(
             jobs=jobs,
             on_progress=on_progress,
         )
+
+
+def top_up_cached(
+    info_file: Path, jobs: int | None = None, on_progress: Callable[[int, str], None] | None = None
+) -> BuildInfo:
+    """Build the tools a cached build lacks (see _top_up); a no-op when it has them all."""
+    info = BuildInfo.model_validate_json(info_file.read_text())
+    if not _new_tools(info):
+        return info
+    with _exclusive(info_file.parent.parent / f"{info.key}.lock", on_progress):
+        info = BuildInfo.model_validate_json(info_file.read_text())
+        return _top_up(info, info_file, jobs, on_progress) if _new_tools(info) else info
+
+
+def _new_tools(info: BuildInfo) -> list[str]:
+    """Tools this edgebench drives that a cached build (made by an older one) has not built yet."""
+    return [t for t in TARGETS if t not in info.targets and t not in info.absent]
+
+
+def _top_up(
+    info: BuildInfo, info_file: Path, jobs: int | None, on_progress: Callable[[int, str], None] | None
+) -> BuildInfo:
+    """Build only the new tools in the cached, configured tree (an incremental build: a minute,
+    not the full ten), so an upgrade of edgebench keeps its llama.cpp build."""
+    work = Path(info.bin_dir).parent
+    if not (work / "CMakeCache.txt").is_file():
+        raise BuildError(f"cached llama.cpp build {info.key}: its cmake tree is gone; rebuild with --force")
+    present = _present_targets(work)
+    wanted = {t: present[t] for t in _new_tools(info) if t in present}
+    if wanted:
+        if on_progress:
+            on_progress(0, f"building {', '.join(wanted)} into the cached llama.cpp build")
+        argv = ["cmake", "--build", str(work), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2)]
+        res = proc.run([*argv, "--target", *wanted.values()])
+        if not res.ok:
+            tools = ", ".join(wanted)
+            raise BuildError(f"llama.cpp build {info.key}: building {tools} failed ({res.detail})")
+        _link_logical(Path(info.bin_dir), wanted)
+    new = info.model_copy(
+        update={
+            "targets": [*info.targets, *wanted],
+            "absent": [*info.absent, *(t for t in _new_tools(info) if t not in wanted)],
+        }
+    )
+    info_file.write_text(new.model_dump_json(indent=2))
+    return new
+
+
+def _link_logical(bin_dir: Path, targets: dict[str, str]) -> None:
+    for logical, target in targets.items():
+        # One name per tool whatever the tree calls it, so locate and flags never guess.
+        if logical != target and (bin_dir / target).is_file() and not (bin_dir / logical).exists():
+            (bin_dir / logical).symlink_to(target)
 
 
 @contextlib.contextmanager
@@ -308,10 +366,7 @@ def _build_locked(
                     f"last lines:\n{tail}\nfull log: {log}"
                 )
     bin_dir = work / "bin"
-    for logical, target in targets.items():
-        # One name per tool whatever the tree calls it, so locate and flags never guess.
-        if logical != target and (bin_dir / target).is_file() and not (bin_dir / logical).exists():
-            (bin_dir / logical).symlink_to(target)
+    _link_logical(bin_dir, targets)
     missing = [t for t in targets if not (bin_dir / t).is_file()]
     if missing:
         raise BuildError(
@@ -325,6 +380,7 @@ def _build_locked(
         arch=preset.arch,
         cmake_args=args,
         targets=list(targets),
+        absent=[t for t in TARGETS if t not in targets],
         bin_dir=str(bin_dir),
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_s=round(time.monotonic() - t0, 1),

@@ -34,6 +34,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "llama-cli": ("llama-cli",),
     "rpc-server": ("ggml-rpc-server", "rpc-server"),
     "llama-perplexity": ("llama-perplexity",),
+    "llama-imatrix": ("llama-imatrix",),
 }
 
 _A76 = "-mcpu=cortex-a76+crc+crypto+dotprod"

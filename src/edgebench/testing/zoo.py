@@ -35,7 +35,7 @@ import numpy as np
 
 from edgebench.testing.synth import tiny_vocab, write_tiny_jamba
 
-__all__ = ["ZOO", "ZooModel", "write_qwen2", "write_zoo_model"]
+__all__ = ["ZOO", "ZooModel", "write_f16_source", "write_qwen2", "write_zoo_model"]
 
 _CTX_TRAIN = 16384
 # fp16 fields (byte offsets in one block) that must hold a finite scale, per raw-written type
@@ -386,3 +386,25 @@ def write_qwen2(path: Path) -> Path:
     """A tiny qwen2 (llama's tensors, no biases): an architecture the planner has not been checked
     on, for the llama.cpp-projection fallback."""
     return _llama(Path(path), "tiny-qwen2", arch="qwen2")
+
+
+def write_f16_source(path: Path, kind: str) -> Path:
+    """An F16 model to quantize (issue 17), with shapes that trigger llama-quantize's fallbacks:
+    ffn_down rows of 352 (not a multiple of 256: Q4_K → Q5_0, Q6_K → Q8_0) and attn_output rows
+    of 144 (not a multiple of 32 either: any quantized type → F16). `kind`: "dense" or "moe"
+    (4 experts, 2 used), or "narrow" (n_embd 160: embedding rows that no 256-block type fits)."""
+    if kind not in ("dense", "moe", "narrow"):
+        raise ValueError(f"kind must be dense, moe or narrow, not {kind!r}")
+    n_expert = 4 if kind == "moe" else 0
+    return _llama(
+        Path(path),
+        f"f16-{kind}",
+        n_layer=3,
+        n_embd=160 if kind == "narrow" else 256,
+        n_head=4,
+        head_dim=36,
+        n_ff=352,
+        vocab_pad=512,
+        n_expert=n_expert,
+        n_expert_used=n_expert // 2,
+    )

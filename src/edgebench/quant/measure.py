@@ -1,0 +1,65 @@
+"""What a quantized file costs in quality: llama-perplexity --kl-divergence against the source's
+own logits on the shipped text (f16 KV for both, so only the weights differ)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebench.kvlab.native import KldResult, NativeError, kld_base, native_kld
+from edgebench.quant.apply import Applied, apply_recipe
+from edgebench.quant.preview import FilePlan
+from edgebench.quant.types import RecipeError
+from edgebench.runtime.locate import Runtime
+
+__all__ = ["Evaluator", "Measured"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    plan: FilePlan
+    applied: Applied
+    kld: KldResult
+
+
+class Evaluator:
+    """Quantizes recipes into `work` (one file per distinct recipe, reused) and measures each
+    against the source's logits, computed once."""
+
+    def __init__(self, runtime: Runtime, source: Path, work: Path, text: Path, *, ctx: int, n_layer: int,
+                 threads: int = 2) -> None:  # fmt: skip
+        self.runtime, self.source, self.work, self.text = runtime, source, work, text
+        self.ctx, self.n_layer, self.threads = ctx, n_layer, threads
+        self._base: Path | None = None
+        work.mkdir(parents=True, exist_ok=True)
+
+    def base(self) -> Path:
+        if self._base is None:
+            out = self.work / f"base-{self.ctx}.kld"
+            try:
+                self._base = kld_base(self.runtime, str(self.source), self.text, out, ctx=self.ctx,
+                                      threads=self.threads)  # fmt: skip
+            except NativeError as e:
+                raise RecipeError(f"source logits ({self.source.name}): {e}") from None
+        return self._base
+
+    def file_for(self, plan: FilePlan) -> Path:
+        key = json.dumps(plan.recipe.model_dump(exclude={"name", "source_sha256", "build"}), sort_keys=True)
+        return self.work / f"{plan.recipe.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.gguf"
+
+    def quantize(self, plan: FilePlan) -> Applied:
+        dst = self.file_for(plan)
+        return apply_recipe(self.runtime, plan, dst, n_layer=self.n_layer, threads=self.threads)
+
+    def measure(self, plan: FilePlan) -> Measured:
+        applied = self.quantize(plan)
+        try:
+            kld = native_kld(
+                self.runtime, applied.path, self.text, self.base(), k_type="f16", v_type="f16", ctx=self.ctx,
+                threads=self.threads, label=f"recipe {plan.recipe.name}",
+            )  # fmt: skip
+        except NativeError as e:
+            raise RecipeError(str(e)) from None
+        return Measured(plan, applied, kld)

@@ -1,0 +1,192 @@
+"""The solver: the mix of per-group types that fits a RAM budget at a target context with the
+least measured damage.
+
+Sensitivity-guided, measured on the real model: every group alone at each lower type of the
+ladder (everything else at the top type), its KLD against the source's logits; then, from all
+groups at the top type, the cheapest move — the one adding the least measured KLD per MiB it
+saves — is taken until the predicted RAM (weights + KV + compute + reserve, the memory planner
+on the preview's layout) fits. Per-group damage is treated as additive, which the final mix's
+own measurement checks.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgebench.models.gguf import ModelInfo, _read_header
+from edgebench.quant.fit import ram_plan
+from edgebench.quant.measure import Evaluator, Measured
+from edgebench.quant.preview import FilePlan, _quantizable, plan_file
+from edgebench.quant.recipe import GROUPS, Recipe, Rule
+from edgebench.quant.types import RecipeError, bpw, canonical_type
+from edgebench.runtime.flags import RuntimeConfig
+
+__all__ = ["Pin", "Solution", "groups_present", "parse_pin", "solve", "uniform"]
+
+_MIB = 1024 * 1024
+# The fine groups the solver moves independently (a tensor belongs to at most one).
+_SOLVER_GROUPS = (
+    "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_up", "ffn_gate", "ffn_down",
+    "ffn_up_exps", "ffn_gate_exps", "ffn_down_exps", "shexp", "ssm",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pin:
+    group: str
+    min_type: str  # the group never goes below this type's bits per weight
+
+
+@dataclass
+class Solution:
+    recipe: Recipe
+    plan: FilePlan
+    ram_mib: float  # predicted, at the target context
+    budget_mib: float
+    steps: list[str]  # each move, in order, with its measured cost
+    sensitivity: dict[str, dict[str, float]]  # group → type → measured KLD (that group alone)
+    measured: dict[str, Measured] = field(default_factory=dict)  # recipe name → measurement
+    wall_s: float = 0.0
+
+
+def parse_pin(spec: str) -> Pin:
+    """ "attn>=q8_0" (the group and its minimum type)."""
+    m = re.fullmatch(r"\s*([a-z_]+)\s*>=\s*([A-Za-z0-9_]+)\s*", spec)
+    if m is None:
+        raise RecipeError(f"--pin {spec!r}: write it as GROUP>=TYPE (e.g. attn>=q8_0)")
+    group = m.group(1)
+    if group not in GROUPS and group not in ("embeddings", "output"):
+        raise RecipeError(
+            f"--pin {spec!r}: unknown group {group!r} (one of {', '.join(GROUPS)}, embeddings, output)"
+        )
+    return Pin(group, canonical_type(m.group(2), f"--pin {spec}"))
+
+
+def groups_present(source: Path) -> list[str]:
+    """The solver's groups that hold at least one tensor llama-quantize quantizes, plus
+    "embeddings" and "output" (when the model has an output.weight of its own)."""
+    header, _ = _read_header(source)
+    names = [t.name for t in header.tensors if _quantizable(t.name, t.shape)]
+    out = [g for g in _SOLVER_GROUPS if any(re.search(rf"^blk\.\d+\.{GROUPS[g]}\.weight$", n) for n in names)]
+    if "token_embd.weight" in names:
+        out.append("embeddings")
+    if "output.weight" in names:
+        out.append("output")
+    return out
+
+
+def _recipe(name: str, top: str, types: dict[str, str]) -> Recipe:
+    rules = tuple(
+        Rule(tensors=g, type=t) for g, t in types.items() if g not in ("embeddings", "output") and t != top
+    )
+    return Recipe(
+        name=name, base_type=top, embeddings=types.get("embeddings"), output=types.get("output"), rules=rules
+    )
+
+
+def uniform(t: str) -> Recipe:
+    """Every quantizable tensor at `t`, embeddings and output included (--pure)."""
+    return Recipe(name=f"uniform-{t.lower()}", base_type=t, embeddings=t, output=t)
+
+
+_COVERS = {
+    "attn": ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output"),
+    "ffn": ("ffn_up", "ffn_gate", "ffn_down"),
+    "exps": ("ffn_up_exps", "ffn_gate_exps", "ffn_down_exps"),
+}
+
+
+def _pinned(group: str, t: str, pins: Sequence[Pin]) -> bool:
+    """True when `t` is below a pin on `group` or on a group that holds it ("attn" holds attn_q)."""
+    return any(
+        (p.group == group or group in _COVERS.get(p.group, ())) and bpw(t) < bpw(p.min_type) - 1e-9
+        for p in pins
+    )
+
+
+def solve(
+    source: Path,
+    info: ModelInfo,
+    *,
+    budget_mib: float,
+    cfg: RuntimeConfig,
+    ladder: Sequence[str],
+    evaluator: Evaluator,
+    pins: Sequence[Pin] = (),
+    cpu_flags: Sequence[str] | None = None,
+    name: str = "mix",
+    on_step: Callable[[str], None] | None = None,
+) -> Solution:
+    t0 = time.monotonic()
+    ladder = sorted({canonical_type(t, "--types") for t in ladder}, key=bpw, reverse=True)
+    if len(ladder) < 2:
+        raise RecipeError("--types: give at least two types (the top one and lower ones to move groups to)")
+    top = ladder[0]
+    groups = groups_present(source)
+    say = on_step or (lambda _s: None)
+
+    def ram(plan: FilePlan) -> float:
+        return ram_plan(info, plan, cfg, cpu_flags=cpu_flags).host_total_mib
+
+    floor = {g: min((t for t in ladder if not _pinned(g, t, pins)), key=bpw, default=top) for g in groups}
+    lowest = plan_file(source, _recipe("floor", top, floor))
+    if ram(lowest) > budget_mib:
+        raise RecipeError(
+            f"budget {budget_mib:.0f} MiB at context {cfg.ctx}: nothing fits — even every group at its "
+            f"lowest allowed type needs {ram(lowest):.0f} MiB (weights {lowest.file_bytes / _MIB:.0f} MiB "
+            "+ KV + compute); lower the context, quantize the KV cache, or allow lower types"
+        )
+    current = dict.fromkeys(groups, top)
+    plan = plan_file(source, _recipe(name, top, current))
+    if ram(plan) <= budget_mib:
+        say(f"{top} everywhere fits ({ram(plan):.0f} ≤ {budget_mib:.0f} MiB): no move needed")
+        return Solution(plan.recipe, plan, ram(plan), budget_mib, [], {}, wall_s=time.monotonic() - t0)
+
+    top_m = evaluator.measure(plan_file(source, _recipe(f"top-{top.lower()}", top, current)))
+    sens: dict[str, dict[str, float]] = {g: {top: top_m.kld.mean_kld} for g in groups}
+    sizes: dict[str, dict[str, int]] = {g: {top: top_m.plan.file_bytes} for g in groups}
+    measured = {top_m.plan.recipe.name: top_m}
+    for g in groups:
+        for t in ladder[1:]:
+            if _pinned(g, t, pins):
+                continue
+            say(f"sensitivity: {g} at {t}")
+            try:
+                p = plan_file(source, _recipe(f"sens-{g}-{t.lower()}", top, {**current, g: t}))
+            except RecipeError as e:
+                say(f"  {g} at {t}: skipped ({e})")
+                continue
+            m = evaluator.measure(p)
+            measured[p.recipe.name] = m
+            sens[g][t] = m.kld.mean_kld
+            sizes[g][t] = p.file_bytes
+
+    steps: list[str] = []
+    while ram(plan) > budget_mib:
+        best: tuple[float, str, str] | None = None
+        for g in groups:
+            i = ladder.index(current[g])
+            nxt = next((t for t in ladder[i + 1 :] if t in sens[g]), None)
+            if nxt is None:
+                continue
+            saved = (sizes[g][current[g]] - sizes[g][nxt]) / _MIB
+            if saved <= 0:
+                continue
+            cost = max(sens[g][nxt] - sens[g][current[g]], 0.0) / saved
+            if best is None or cost < best[0]:
+                best = (cost, g, nxt)
+        if best is None:
+            raise RecipeError(
+                f"budget {budget_mib:.0f} MiB: no measured move is left and {ram(plan):.0f} MiB "
+                "is still needed"
+            )
+        cost, g, nxt = best
+        current[g] = nxt
+        plan = plan_file(source, _recipe(name, top, current))
+        steps.append(f"{g} → {nxt}: +{cost:.2e} KLD per MiB saved; RAM {ram(plan):.0f} MiB")
+        say(steps[-1])
+    return Solution(plan.recipe, plan, ram(plan), budget_mib, steps, sens, measured, time.monotonic() - t0)
