@@ -22,7 +22,7 @@ from edgebench.quant.fit import ram_plan
 from edgebench.quant.measure import Evaluator, Measured
 from edgebench.quant.preview import FilePlan, _quantizable, plan_file
 from edgebench.quant.recipe import GROUPS, Recipe, Rule
-from edgebench.quant.types import RecipeError, bpw, canonical_type
+from edgebench.quant.types import FLOAT_TYPES, RecipeError, bpw, canonical_type
 from edgebench.runtime.flags import RuntimeConfig
 
 __all__ = ["Pin", "Solution", "groups_present", "parse_pin", "solve", "uniform"]
@@ -79,18 +79,20 @@ def groups_present(source: Path) -> list[str]:
     return out
 
 
-def _recipe(name: str, top: str, types: dict[str, str]) -> Recipe:
-    rules = tuple(
-        Rule(tensors=g, type=t) for g, t in types.items() if g not in ("embeddings", "output") and t != top
-    )
-    return Recipe(
-        name=name, base_type=top, embeddings=types.get("embeddings"), output=types.get("output"), rules=rules
-    )
+# The embeddings and the output as rules, not llama-quantize's --token-embedding-type /
+# --output-tensor-type: a rule gets the row fallback (gemma's 640-wide rows take no 256-block type).
+_FLAG_RULES = {"embeddings": r"re:^token_embd\.weight$", "output": r"re:^output\.weight$"}
+
+
+def _recipe(name: str, base: str, types: dict[str, str]) -> Recipe:
+    rules = tuple(Rule(tensors=_FLAG_RULES.get(g, g), type=t) for g, t in types.items() if t != base)
+    return Recipe(name=name, base_type=base, rules=rules)
 
 
 def uniform(t: str) -> Recipe:
-    """Every quantizable tensor at `t`, embeddings and output included (--pure)."""
-    return Recipe(name=f"uniform-{t.lower()}", base_type=t, embeddings=t, output=t)
+    """Every quantizable tensor at `t` (--pure), with llama-quantize's fallback for rows that are
+    not a whole number of its blocks."""
+    return Recipe(name=f"uniform-{t.lower()}", base_type=t)
 
 
 _COVERS = {
@@ -106,6 +108,28 @@ def _pinned(group: str, t: str, pins: Sequence[Pin]) -> bool:
         (p.group == group or group in _COVERS.get(p.group, ())) and bpw(t) < bpw(p.min_type) - 1e-9
         for p in pins
     )
+
+
+def _group_of(name: str) -> str | None:
+    if name == "token_embd.weight":
+        return "embeddings"
+    if name == "output.weight":
+        return "output"
+    return next((g for g in _SOLVER_GROUPS if re.search(rf"^blk\.\d+\.{GROUPS[g]}\.weight$", name)), None)
+
+
+def _caps(source: Path) -> dict[str | None, float]:
+    """Per group (None: quantizable tensors in no group), the fewest bits per weight any of its
+    tensors has in the source: no type above it may be asked for (requantizing up)."""
+    header, _ = _read_header(source)
+    caps: dict[str | None, float] = {}
+    for t in header.tensors:
+        if not _quantizable(t.name, t.shape):
+            continue
+        g = _group_of(t.name)
+        cap = float("inf") if t.ggml_type in FLOAT_TYPES else bpw(t.ggml_type)
+        caps[g] = min(caps.get(g, float("inf")), cap)
+    return caps
 
 
 def solve(
@@ -125,60 +149,76 @@ def solve(
     ladder = sorted({canonical_type(t, "--types") for t in ladder}, key=bpw, reverse=True)
     if len(ladder) < 2:
         raise RecipeError("--types: give at least two types (the top one and lower ones to move groups to)")
-    top = ladder[0]
     groups = groups_present(source)
+    caps = _caps(source)
+    allowed: dict[str, list[str]] = {}
+    for g in groups:
+        allowed[g] = [
+            t for t in ladder if bpw(t) <= caps.get(g, float("inf")) + 1e-9 and not _pinned(g, t, pins)
+        ]
+        if not allowed[g]:
+            raise RecipeError(
+                f"group {g}: no type of --types {','.join(ladder)} is allowed there (the source holds it at "
+                f"{caps.get(g, 0):.2f} bits/weight, and pins apply); add a lower type"
+            )
+    # tensors in no group get the base type: the highest the source allows for them
+    base = next((t for t in ladder if bpw(t) <= caps.get(None, float("inf")) + 1e-9), ladder[-1])
     say = on_step or (lambda _s: None)
 
     def ram(plan: FilePlan) -> float:
         return ram_plan(info, plan, cfg, cpu_flags=cpu_flags).host_total_mib
 
-    floor = {g: min((t for t in ladder if not _pinned(g, t, pins)), key=bpw, default=top) for g in groups}
-    lowest = plan_file(source, _recipe("floor", top, floor))
+    current = {g: a[0] for g, a in allowed.items()}
+    plan = plan_file(source, _recipe(name, base, current))
+    top_ram = ram(plan)
+    # RAM, not file size, per (group, type) from previews alone (milliseconds): a type llama.cpp
+    # repacks on this CPU can cost more RAM than a bigger one (a tied Q4_0 embedding gets a second,
+    # repacked copy for the output matmul), and a fallback can make two types the same bytes.
+    rams: dict[str, dict[str, float]] = {g: {current[g]: top_ram} for g in groups}
+    for g in groups:
+        for t in allowed[g][1:]:
+            rams[g][t] = ram(plan_file(source, _recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t})))
+        # only types that save RAM over every higher one are worth measuring
+        keep, best_ram = [allowed[g][0]], top_ram
+        for t in allowed[g][1:]:
+            if rams[g][t] < best_ram - 1e-6:
+                keep.append(t)
+                best_ram = rams[g][t]
+        allowed[g] = keep
+    lowest = plan_file(source, _recipe("floor", base, {g: a[-1] for g, a in allowed.items()}))
     if ram(lowest) > budget_mib:
         raise RecipeError(
             f"budget {budget_mib:.0f} MiB at context {cfg.ctx}: nothing fits — even every group at its "
             f"lowest allowed type needs {ram(lowest):.0f} MiB (weights {lowest.file_bytes / _MIB:.0f} MiB "
             "+ KV + compute); lower the context, quantize the KV cache, or allow lower types"
         )
-    current = dict.fromkeys(groups, top)
-    plan = plan_file(source, _recipe(name, top, current))
-    if ram(plan) <= budget_mib:
-        say(f"{top} everywhere fits ({ram(plan):.0f} ≤ {budget_mib:.0f} MiB): no move needed")
-        return Solution(plan.recipe, plan, ram(plan), budget_mib, [], {}, wall_s=time.monotonic() - t0)
+    if top_ram <= budget_mib:
+        say(f"the top types fit ({top_ram:.0f} ≤ {budget_mib:.0f} MiB): no move needed")
+        return Solution(plan.recipe, plan, top_ram, budget_mib, [], {}, wall_s=time.monotonic() - t0)
 
-    top_m = evaluator.measure(plan_file(source, _recipe(f"top-{top.lower()}", top, current)))
-    sens: dict[str, dict[str, float]] = {g: {top: top_m.kld.mean_kld} for g in groups}
-    sizes: dict[str, dict[str, int]] = {g: {top: top_m.plan.file_bytes} for g in groups}
+    top_m = evaluator.measure(plan_file(source, _recipe("top", base, current)))
+    sens: dict[str, dict[str, float]] = {g: {current[g]: top_m.kld.mean_kld} for g in groups}
     measured = {top_m.plan.recipe.name: top_m}
     for g in groups:
-        for t in ladder[1:]:
-            if _pinned(g, t, pins):
-                continue
+        for t in allowed[g][1:]:
             say(f"sensitivity: {g} at {t}")
-            try:
-                p = plan_file(source, _recipe(f"sens-{g}-{t.lower()}", top, {**current, g: t}))
-            except RecipeError as e:
-                say(f"  {g} at {t}: skipped ({e})")
-                continue
-            m = evaluator.measure(p)
-            measured[p.recipe.name] = m
+            m = evaluator.measure(
+                plan_file(source, _recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t}))
+            )
+            measured[m.plan.recipe.name] = m
             sens[g][t] = m.kld.mean_kld
-            sizes[g][t] = p.file_bytes
 
     steps: list[str] = []
     while ram(plan) > budget_mib:
         best: tuple[float, str, str] | None = None
         for g in groups:
-            i = ladder.index(current[g])
-            nxt = next((t for t in ladder[i + 1 :] if t in sens[g]), None)
-            if nxt is None:
-                continue
-            saved = (sizes[g][current[g]] - sizes[g][nxt]) / _MIB
-            if saved <= 0:
-                continue
-            cost = max(sens[g][nxt] - sens[g][current[g]], 0.0) / saved
-            if best is None or cost < best[0]:
-                best = (cost, g, nxt)
+            for nxt in allowed[g][allowed[g].index(current[g]) + 1 :]:
+                saved = rams[g][current[g]] - rams[g][nxt]
+                if saved <= 0:
+                    continue  # saves nothing here (a fallback to the same type, or a repack)
+                cost = max(sens[g][nxt] - sens[g][current[g]], 0.0) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, g, nxt)
         if best is None:
             raise RecipeError(
                 f"budget {budget_mib:.0f} MiB: no measured move is left and {ram(plan):.0f} MiB "
@@ -186,7 +226,7 @@ def solve(
             )
         cost, g, nxt = best
         current[g] = nxt
-        plan = plan_file(source, _recipe(name, top, current))
+        plan = plan_file(source, _recipe(name, base, current))
         steps.append(f"{g} → {nxt}: +{cost:.2e} KLD per MiB saved; RAM {ram(plan):.0f} MiB")
         say(steps[-1])
     return Solution(plan.recipe, plan, ram(plan), budget_mib, steps, sens, measured, time.monotonic() - t0)
