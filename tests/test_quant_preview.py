@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from cli_inproc import run as cli
+from edgebench.kvlab.lab import load_text
 from edgebench.models.gguf import _read_header, read_model_info
 from edgebench.quant.apply import apply_recipe, ik_custom_q
 from edgebench.quant.fit import ram_plan
+from edgebench.quant.imatrix import make_imatrix, read_imatrix
 from edgebench.quant.preview import plan_file
 from edgebench.quant.recipe import Recipe, Rule, load_recipe, save_recipe
 from edgebench.quant.types import RecipeError, build_has_type
@@ -242,3 +244,29 @@ def test_cli_preview_and_refusal(
     bad.write_text('name = "b"\nbase_type = "q4_0"\n[[rules]]\ntensors = "shexp"\ntype = "q8_0"\n')
     r = cli(monkeypatch, "quant", "preview", str(sources["dense"]), "--recipe", str(bad))
     assert "matches no tensor" in r.error_line()
+
+
+def test_imatrix_types_with_a_made_imatrix_are_exact(
+    runtime: Runtime, sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """IQ2_XXS needs an importance matrix: llama-imatrix makes one on the shipped text, and the
+    header then carries quantize.imatrix.* — still predicted to the byte."""
+    text = tmp_path / "t.txt"
+    text.write_text(load_text())
+    im = make_imatrix(runtime, sources["dense"], text, tmp_path / "im.gguf", ctx=256)
+    meta = read_imatrix(im)
+    assert meta.entries > 0 and meta.chunks > 0 and meta.dataset == str(text)
+    r = Recipe(name="iq2", base_type="q4_k", rules=(Rule(tensors="ffn_up", type="iq2_xxs"),))
+    with pytest.raises(RecipeError, match="importance matrix"):
+        plan_file(sources["dense"], r)
+    plan = plan_file(sources["dense"], r, imatrix=meta)
+    out = apply_recipe(runtime, plan, tmp_path / "iq2.gguf", n_layer=3, imatrix=im)
+    assert out.file_bytes == plan.file_bytes
+    assert {t.dst_type for t in plan.tensors if "ffn_up" in t.name} == {"IQ2_XXS"}
+
+
+def test_a_file_that_is_no_imatrix_is_one_line(sources: dict[str, Path], tmp_path: Path) -> None:
+    for bad in (sources["dense"], tmp_path / "missing.gguf"):
+        with pytest.raises(RecipeError) as exc:
+            read_imatrix(bad)
+        assert str(bad) in _one_line(exc)

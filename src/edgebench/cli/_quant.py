@@ -3,7 +3,9 @@ context), emit (llama-quantize / ik_llama.cpp commands), apply (+ verify), solve
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -19,6 +21,7 @@ from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
 from edgebench.quant.apply import ik_custom_q, quantize_command, write_tensor_type_file
 from edgebench.quant.fit import ram_plan
+from edgebench.quant.imatrix import make_imatrix, read_imatrix
 from edgebench.quant.measure import Evaluator
 from edgebench.quant.preview import FilePlan, plan_file
 from edgebench.quant.recipe import load_recipe, save_recipe
@@ -36,6 +39,12 @@ _MIB = 1024 * 1024
 _CTX = typer.Option(4096, "--ctx", "-c", help="Target context the RAM is predicted (and measured) at.")
 _KV = typer.Option("f16", "--kv", help="KV cache type at the target context (K/V: q8_0/q4_0).")
 _JSON = typer.Option(False, "--json", help="Print JSON.")
+_IMATRIX = typer.Option(
+    None, "--imatrix", help="Importance matrix (GGUF, from llama-imatrix) to quantize with."
+)
+_MAKE_IMATRIX = typer.Option(
+    False, "--make-imatrix", help="Make one with llama-imatrix on the text (--text or the shipped one)."
+)
 
 
 def _cfg(ctx: int, kv: str, threads: int = 2) -> RuntimeConfig:
@@ -79,13 +88,15 @@ def preview(
     recipe: Path = typer.Option(..., "--recipe", "-r", help="Recipe file (.toml or .json)."),
     ctx: int = _CTX,
     kv: str = _KV,
+    imatrix: Path | None = _IMATRIX,
     json_: bool = _JSON,
 ) -> None:
     """The exact file size and the RAM at a context a recipe gives, before quantizing anything."""
     r = load_recipe(recipe)
     cfg = _cfg(ctx, kv)
+    meta = read_imatrix(imatrix) if imatrix is not None else None
     info = _source(source)
-    plan = plan_file(Path(info.path), r)
+    plan = plan_file(Path(info.path), r, imatrix=meta)
     ram = ram_plan(info, plan, cfg, cpu_flags=tuple(probe_host().cpu_flags) or None)
     if json_:
         emit_json({"recipe": r.model_dump(mode="json"), "file_bytes": plan.file_bytes,
@@ -132,6 +143,8 @@ def apply(
     fit: bool = typer.Option(True, "--fit/--no-fit", help="Load and fill llama-server at --ctx, measured."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="llama-bench pp512 and tg32."),
     budget_mib: float | None = typer.Option(None, "--budget-mib", help="RAM budget (default: the host's)."),
+    imatrix: Path | None = _IMATRIX,
+    make_imx: bool = _MAKE_IMATRIX,
     json_: bool = _JSON,
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -140,24 +153,40 @@ def apply(
     r = load_recipe(recipe)
     cfg = _cfg(ctx, kv)
     positive("--kld-ctx", kld_ctx)
+    if imatrix is not None:
+        read_imatrix(imatrix)  # a bad file is refused before anything runs
     info = _source(source)
-    plan = plan_file(Path(info.path), r)
     hold_host(no_wait)
-    row = _verify(info, plan, cfg, kld_ctx, text, budget_mib, fit=fit, speed=speed, json_=json_)
+    ev = _evaluator(info, kld_ctx, text, imatrix, make_imx, _say(json_))
+    plan = ev.preview(r)
+    row = _verify(info, plan, cfg, kld_ctx, text, budget_mib, fit=fit, speed=speed, json_=json_, ev=ev)
     if json_:
         emit_json(row)
         return
     _render_rows([row])
 
 
-def _evaluator(info: ModelInfo, kld_ctx: int, text: Path | None) -> Evaluator:
+def _evaluator(
+    info: ModelInfo,
+    kld_ctx: int,
+    text: Path | None,
+    imatrix: Path | None,
+    make: bool,
+    say: Callable[[str], None],
+) -> Evaluator:
     cfg = state.config
     runtime = ensure_runtime(cfg)
     work = cfg.data_dir / "quant" / info.sha256[:12]
     work.mkdir(parents=True, exist_ok=True)
     tf = work / "text.txt"
     tf.write_text(load_text(text))
-    return Evaluator(runtime, Path(info.path), work, tf, ctx=kld_ctx, n_layer=info.n_layer)
+    if make and imatrix is None:
+        say(f"llama-imatrix on {tf.name} ({info.name})")
+        digest = hashlib.sha256(tf.read_bytes()).hexdigest()[:10]
+        imatrix = make_imatrix(
+            runtime, Path(info.path), tf, work / f"imatrix-{digest}-{kld_ctx}.gguf", ctx=kld_ctx
+        )
+    return Evaluator(runtime, Path(info.path), work, tf, ctx=kld_ctx, n_layer=info.n_layer, imatrix=imatrix)
 
 
 def _verify(
@@ -174,7 +203,7 @@ def _verify(
     ev: Evaluator | None = None,
 ) -> QuantRow:
     host = probe_host()
-    ev = ev or _evaluator(info, kld_ctx, text)
+    ev = ev or _evaluator(info, kld_ctx, text, None, False, _say(json_))
     budget = budget_mib or state.config.budgets.usable_mib(host.ram_total_mib)
     return verify_recipe(
         state.store, ev.runtime, host, info, plan, ev, cfg, budget_mib=budget,
@@ -231,6 +260,8 @@ def solve_cmd(
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Apply the mix and the uniform types, measured."
     ),
+    imatrix: Path | None = _IMATRIX,
+    make_imx: bool = _MAKE_IMATRIX,
     json_: bool = _JSON,
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -240,10 +271,12 @@ def solve_cmd(
     cfg = _cfg(ctx, kv)
     pins = [parse_pin(p) for p in pin]
     ladder = [t.strip() for t in types.split(",") if t.strip()]
+    if imatrix is not None:
+        read_imatrix(imatrix)
     info = _source(source)
     hold_host(no_wait)
-    ev = _evaluator(info, kld_ctx, text)
     say = _say(json_)
+    ev = _evaluator(info, kld_ctx, text, imatrix, make_imx, say)
     host = probe_host()
     sol = solve(Path(info.path), info, budget_mib=budget_mib, cfg=cfg, ladder=ladder, evaluator=ev, pins=pins,
                 cpu_flags=tuple(host.cpu_flags) or None, on_step=say)  # fmt: skip
@@ -255,7 +288,7 @@ def solve_cmd(
     if verify:
         for r in [*(uniform(t) for t in ladder), sol.recipe]:
             try:
-                plan = plan_file(Path(info.path), r)
+                plan = ev.preview(r)
             except RecipeError as e:
                 say(f"{r.name}: skipped ({e})")
                 continue

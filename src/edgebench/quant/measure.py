@@ -10,7 +10,9 @@ from pathlib import Path
 
 from edgebench.kvlab.native import KldResult, NativeError, kld_base, native_kld
 from edgebench.quant.apply import Applied, apply_recipe
-from edgebench.quant.preview import FilePlan
+from edgebench.quant.imatrix import read_imatrix
+from edgebench.quant.preview import FilePlan, ImatrixMeta, plan_file
+from edgebench.quant.recipe import Recipe
 from edgebench.quant.types import RecipeError
 from edgebench.runtime.locate import Runtime
 
@@ -29,9 +31,11 @@ class Evaluator:
     against the source's logits, computed once."""
 
     def __init__(self, runtime: Runtime, source: Path, work: Path, text: Path, *, ctx: int, n_layer: int,
-                 threads: int = 2) -> None:  # fmt: skip
+                 threads: int = 2, imatrix: Path | None = None) -> None:  # fmt: skip
         self.runtime, self.source, self.work, self.text = runtime, source, work, text
         self.ctx, self.n_layer, self.threads = ctx, n_layer, threads
+        self.imatrix = imatrix
+        self.imatrix_meta: ImatrixMeta | None = read_imatrix(imatrix) if imatrix is not None else None
         self._base: Path | None = None
         work.mkdir(parents=True, exist_ok=True)
 
@@ -46,12 +50,21 @@ class Evaluator:
         return self._base
 
     def file_for(self, plan: FilePlan) -> Path:
-        key = json.dumps(plan.recipe.model_dump(exclude={"name", "source_sha256", "build"}), sort_keys=True)
+        what = plan.recipe.model_dump(exclude={"name", "source_sha256", "build"})
+        if self.imatrix is not None:
+            st = self.imatrix.stat()
+            what["imatrix"] = [str(self.imatrix), st.st_size, st.st_mtime_ns]
+        key = json.dumps(what, sort_keys=True)
         return self.work / f"{plan.recipe.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.gguf"
 
     def quantize(self, plan: FilePlan) -> Applied:
         dst = self.file_for(plan)
-        return apply_recipe(self.runtime, plan, dst, n_layer=self.n_layer, threads=self.threads)
+        return apply_recipe(
+            self.runtime, plan, dst, n_layer=self.n_layer, threads=self.threads, imatrix=self.imatrix
+        )
+
+    def preview(self, recipe: Recipe) -> FilePlan:
+        return plan_file(self.source, recipe, imatrix=self.imatrix_meta)
 
     def measure(self, plan: FilePlan) -> Measured:
         applied = self.quantize(plan)

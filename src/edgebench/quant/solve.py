@@ -20,7 +20,7 @@ from pathlib import Path
 from edgebench.models.gguf import ModelInfo, _read_header
 from edgebench.quant.fit import ram_plan
 from edgebench.quant.measure import Evaluator, Measured
-from edgebench.quant.preview import FilePlan, _quantizable, plan_file
+from edgebench.quant.preview import FilePlan, _quantizable
 from edgebench.quant.recipe import GROUPS, Recipe, Rule
 from edgebench.quant.types import FLOAT_TYPES, RecipeError, bpw, canonical_type
 from edgebench.runtime.flags import RuntimeConfig
@@ -84,9 +84,38 @@ def groups_present(source: Path) -> list[str]:
 _FLAG_RULES = {"embeddings": r"re:^token_embd\.weight$", "output": r"re:^output\.weight$"}
 
 
-def _recipe(name: str, base: str, types: dict[str, str]) -> Recipe:
-    rules = tuple(Rule(tensors=_FLAG_RULES.get(g, g), type=t) for g, t in types.items() if t != base)
-    return Recipe(name=name, base_type=base, rules=rules)
+KEEP = "keep"  # a group's state: every tensor keeps the source's type (copied, bit for bit)
+
+
+def _recipe(name: str, base: str, types: dict[str, str], keep: dict[str, tuple[Rule, ...]]) -> Recipe:
+    rules: list[Rule] = []
+    for g, t in types.items():
+        if t == KEEP:
+            rules.extend(keep[g])
+        elif t != base:
+            rules.append(Rule(tensors=_FLAG_RULES.get(g, g), type=t))
+    return Recipe(name=name, base_type=base, rules=tuple(rules))
+
+
+def _keep_rules(source: Path) -> dict[str, tuple[Rule, ...]]:
+    """Per group, the rules that give each of its tensors the type it has in the source (one per
+    type, with its layers: a Q4_K_M file holds ffn_down in Q6_K in some layers, Q4_K in others)."""
+    header, _ = _read_header(source)
+    by: dict[str, dict[str, list[int]]] = {}
+    for t in header.tensors:
+        g = _group_of(t.name) if _quantizable(t.name, t.shape) else None
+        if g is not None:
+            m = re.match(r"^blk\.(\d+)\.", t.name)
+            by.setdefault(g, {}).setdefault(t.ggml_type, []).append(int(m.group(1)) if m else -1)
+    out: dict[str, tuple[Rule, ...]] = {}
+    for g, types in by.items():
+        if g in _FLAG_RULES or len(types) == 1:
+            out[g] = tuple(Rule(tensors=_FLAG_RULES.get(g, g), type=t) for t in types)
+        else:
+            out[g] = tuple(
+                Rule(tensors=g, layers=",".join(map(str, sorted(ls))), type=t) for t, ls in types.items()
+            )
+    return out
 
 
 def uniform(t: str) -> Recipe:
@@ -151,16 +180,16 @@ def solve(
         raise RecipeError("--types: give at least two types (the top one and lower ones to move groups to)")
     groups = groups_present(source)
     caps = _caps(source)
-    allowed: dict[str, list[str]] = {}
-    for g in groups:
-        allowed[g] = [
-            t for t in ladder if bpw(t) <= caps.get(g, float("inf")) + 1e-9 and not _pinned(g, t, pins)
+    keep = _keep_rules(source)
+    # Each group starts as the source has it (KEEP) and may move to a ladder type that is no more
+    # bits than its tensors hold in the source (never requantize up) and no less than a pin.
+    allowed: dict[str, list[str]] = {
+        g: [
+            KEEP,
+            *(t for t in ladder if bpw(t) <= caps.get(g, float("inf")) + 1e-9 and not _pinned(g, t, pins)),
         ]
-        if not allowed[g]:
-            raise RecipeError(
-                f"group {g}: no type of --types {','.join(ladder)} is allowed there (the source holds it at "
-                f"{caps.get(g, 0):.2f} bits/weight, and pins apply); add a lower type"
-            )
+        for g in groups
+    }
     # tensors in no group get the base type: the highest the source allows for them
     base = next((t for t in ladder if bpw(t) <= caps.get(None, float("inf")) + 1e-9), ladder[-1])
     say = on_step or (lambda _s: None)
@@ -169,7 +198,7 @@ def solve(
         return ram_plan(info, plan, cfg, cpu_flags=cpu_flags).host_total_mib
 
     current = {g: a[0] for g, a in allowed.items()}
-    plan = plan_file(source, _recipe(name, base, current))
+    plan = evaluator.preview(_recipe(name, base, current, keep))
     top_ram = ram(plan)
     # RAM, not file size, per (group, type) from previews alone (milliseconds): a type llama.cpp
     # repacks on this CPU can cost more RAM than a bigger one (a tied Q4_0 embedding gets a second,
@@ -177,15 +206,17 @@ def solve(
     rams: dict[str, dict[str, float]] = {g: {current[g]: top_ram} for g in groups}
     for g in groups:
         for t in allowed[g][1:]:
-            rams[g][t] = ram(plan_file(source, _recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t})))
+            rams[g][t] = ram(
+                evaluator.preview(_recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t}, keep))
+            )
         # only types that save RAM over every higher one are worth measuring
-        keep, best_ram = [allowed[g][0]], top_ram
+        useful, best_ram = [allowed[g][0]], top_ram
         for t in allowed[g][1:]:
             if rams[g][t] < best_ram - 1e-6:
-                keep.append(t)
+                useful.append(t)
                 best_ram = rams[g][t]
-        allowed[g] = keep
-    lowest = plan_file(source, _recipe("floor", base, {g: a[-1] for g, a in allowed.items()}))
+        allowed[g] = useful
+    lowest = evaluator.preview(_recipe("floor", base, {g: a[-1] for g, a in allowed.items()}, keep))
     if ram(lowest) > budget_mib:
         raise RecipeError(
             f"budget {budget_mib:.0f} MiB at context {cfg.ctx}: nothing fits — even every group at its "
@@ -196,14 +227,14 @@ def solve(
         say(f"the top types fit ({top_ram:.0f} ≤ {budget_mib:.0f} MiB): no move needed")
         return Solution(plan.recipe, plan, top_ram, budget_mib, [], {}, wall_s=time.monotonic() - t0)
 
-    top_m = evaluator.measure(plan_file(source, _recipe("top", base, current)))
-    sens: dict[str, dict[str, float]] = {g: {current[g]: top_m.kld.mean_kld} for g in groups}
-    measured = {top_m.plan.recipe.name: top_m}
+    # the start is the source itself (every tensor copied): KLD 0 by construction, not measured
+    sens: dict[str, dict[str, float]] = {g: {KEEP: 0.0} for g in groups}
+    measured: dict[str, Measured] = {}
     for g in groups:
         for t in allowed[g][1:]:
             say(f"sensitivity: {g} at {t}")
             m = evaluator.measure(
-                plan_file(source, _recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t}))
+                evaluator.preview(_recipe(f"sens-{g}-{t.lower()}", base, {**current, g: t}, keep))
             )
             measured[m.plan.recipe.name] = m
             sens[g][t] = m.kld.mean_kld
@@ -226,7 +257,7 @@ def solve(
             )
         cost, g, nxt = best
         current[g] = nxt
-        plan = plan_file(source, _recipe(name, base, current))
+        plan = evaluator.preview(_recipe(name, base, current, keep))
         steps.append(f"{g} → {nxt}: +{cost:.2e} KLD per MiB saved; RAM {ram(plan):.0f} MiB")
         say(steps[-1])
     return Solution(plan.recipe, plan, ram(plan), budget_mib, steps, sens, measured, time.monotonic() - t0)
