@@ -25,8 +25,9 @@ from edgebench.quant.imatrix import make_imatrix, read_imatrix
 from edgebench.quant.measure import Evaluator
 from edgebench.quant.preview import FilePlan, plan_file
 from edgebench.quant.recipe import load_recipe, save_recipe
-from edgebench.quant.solve import parse_pin, solve, uniform
-from edgebench.quant.types import RecipeError
+from edgebench.quant.solve import keep_source, parse_pin, solve, uniform
+from edgebench.quant.target import TargetRow, Targets, run_target
+from edgebench.quant.types import RecipeError, canonical_type
 from edgebench.quant.verify import QuantRow, verify_recipe
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 from edgebench.setup import ensure_runtime
@@ -307,3 +308,84 @@ def solve_cmd(
         console.print(f"  {escape(s)}")
     if rows:
         _render_rows(rows, budget_mib)
+
+
+@app.command("target")
+def target_cmd(
+    source: str = typer.Argument(..., help="Source GGUF (path or registered model)."),
+    ctx: int = _CTX,
+    kv: str = _KV,
+    min_tg: float | None = typer.Option(None, "--min-tg", help="Decode t/s at the context's depth."),
+    min_pp: float | None = typer.Option(None, "--min-pp", help="Prefill t/s (pp512) at the context's depth."),
+    max_kld: float | None = typer.Option(None, "--max-kld", help="Mean KLD against the source."),
+    max_ram_mib: float | None = typer.Option(None, "--max-ram-mib", help="Predicted RAM at the context."),
+    types: str = typer.Option(
+        "Q8_0,Q6_K,Q5_K,Q5_0,Q4_K,Q4_0,Q3_K,Q2_K", "--types", help="Uniform candidates."
+    ),
+    processes: int = typer.Option(3, "--processes", min=2, help="llama-bench processes per speed figure."),
+    kld_ctx: int = typer.Option(512, "--kld-ctx", help="Context of the KLD measurement."),
+    text: Path | None = typer.Option(None, "--text", help="Text for the KLD (default: the shipped one)."),
+    json_: bool = _JSON,
+    no_wait: bool = NO_WAIT,
+) -> None:
+    """The cheapest quantization (by RAM at --ctx) whose measured intervals clear every target;
+    "marginal" when an interval straddles one; the closest one and what it misses otherwise."""
+    cfg = _cfg(ctx, kv)
+    positive("--kld-ctx", kld_ctx)
+    for opt, v in (
+        ("--min-tg", min_tg),
+        ("--min-pp", min_pp),
+        ("--max-kld", max_kld),
+        ("--max-ram-mib", max_ram_mib),
+    ):
+        positive(opt, v)
+    targets = Targets(min_tg=min_tg, min_pp=min_pp, max_kld=max_kld, max_ram_mib=max_ram_mib)
+    if not targets.any():
+        raise ConfigError("quant target: give at least one of --min-tg, --min-pp, --max-kld, --max-ram-mib")
+    cands = [uniform(canonical_type(t, "--types")) for t in types.split(",") if t.strip()]
+    info = _source(source)
+    hold_host(no_wait)
+    say = _say(json_)
+    ev = _evaluator(info, kld_ctx, text, None, False, say)
+    cands.append(keep_source(Path(info.path)))
+    host = probe_host()
+    chosen, rows = run_target(
+        ev, info, cands, cfg, targets, processes=processes, cpu_flags=tuple(host.cpu_flags) or None, say=say
+    )
+    if json_:
+        emit_json({"chosen": chosen.recipe.name if chosen else None, "rows": [_target_json(r) for r in rows]})
+        return
+    tab = Table(title=f"target at context {ctx} (95 % intervals; speed: {processes} llama-bench processes)",
+                title_justify="left")  # fmt: skip
+    for col in ("candidate", "RAM MiB (pred.)", "KLD", "tg t/s [CI]", "pp t/s [CI]", "verdict"):
+        tab.add_column(col, justify="left" if col in ("candidate", "verdict") else "right")
+    for r in rows:
+        tab.add_row(
+            escape(r.recipe.name),
+            f"{r.ram_mib:.0f}",
+            "—" if r.kld is None else f"{r.kld[0]:.4f} ± {1.96 * r.kld[1]:.4f}",
+            "—" if r.tg is None else f"{r.tg.mean:.2f} [{r.tg.ci_low:.2f}, {r.tg.ci_high:.2f}]",
+            "—" if r.pp is None else f"{r.pp.mean:.1f} [{r.pp.ci_low:.1f}, {r.pp.ci_high:.1f}]",
+            escape(r.error or (r.verdict if not r.misses else f"{r.verdict}: {'; '.join(r.misses)}")),
+        )
+    console.print(tab)
+    if chosen:
+        console.print(f"chosen: {escape(chosen.recipe.name)} ({chosen.ram_mib:.0f} MiB at context {ctx})")
+    else:
+        misses = "; ".join(rows[0].misses)
+        console.print(f"nothing passes; closest: {escape(rows[0].recipe.name)} — misses {escape(misses)}")
+
+
+def _target_json(r: TargetRow) -> dict[str, object]:
+    return {
+        "recipe": r.recipe.model_dump(mode="json"),
+        "ram_mib": round(r.ram_mib, 1),
+        "file_bytes": r.file_bytes,
+        "kld": r.kld,
+        "tg": r.tg.model_dump() if r.tg else None,
+        "pp": r.pp.model_dump() if r.pp else None,
+        "verdict": r.verdict,
+        "verdicts": r.verdicts,
+        "misses": r.misses,
+        "error": r.error,
+    }

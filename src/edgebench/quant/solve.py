@@ -25,7 +25,7 @@ from edgebench.quant.recipe import GROUPS, Recipe, Rule
 from edgebench.quant.types import FLOAT_TYPES, RecipeError, bpw, canonical_type
 from edgebench.runtime.flags import RuntimeConfig
 
-__all__ = ["Pin", "Solution", "groups_present", "parse_pin", "solve", "uniform"]
+__all__ = ["KEEP", "Pin", "Solution", "groups_present", "keep_source", "parse_pin", "solve", "uniform"]
 
 _MIB = 1024 * 1024
 # The fine groups the solver moves independently (a tensor belongs to at most one).
@@ -116,6 +116,12 @@ def _keep_rules(source: Path) -> dict[str, tuple[Rule, ...]]:
                 Rule(tensors=g, layers=",".join(map(str, sorted(ls))), type=t) for t, ls in types.items()
             )
     return out
+
+
+def keep_source(source: Path) -> Recipe:
+    """The source as it is (every tensor copied): the most expensive candidate, KLD 0."""
+    rules = tuple(r for rs in _keep_rules(source).values() for r in rs)
+    return Recipe(name="source", base_type="Q8_0", rules=rules)
 
 
 def uniform(t: str) -> Recipe:
