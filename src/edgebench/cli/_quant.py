@@ -275,12 +275,16 @@ def solve_cmd(
     if imatrix is not None:
         read_imatrix(imatrix)
     info = _source(source)
-    hold_host(no_wait)
     say = _say(json_)
+    if make_imx:
+        hold_host(no_wait)  # llama-imatrix runs the model
     ev = _evaluator(info, kld_ctx, text, imatrix, make_imx, say)
     host = probe_host()
     sol = solve(Path(info.path), info, budget_mib=budget_mib, cfg=cfg, ladder=ladder, evaluator=ev, pins=pins,
-                cpu_flags=tuple(host.cpu_flags) or None, on_step=say)  # fmt: skip
+                cpu_flags=tuple(host.cpu_flags) or None, on_step=say,
+                before_measuring=lambda: hold_host(no_wait))  # fmt: skip
+    if verify:
+        hold_host(no_wait)
     dest = out or (state.config.data_dir / "quant" / f"{info.name}-{sol.recipe.name}.toml")
     save_recipe(
         sol.recipe.model_copy(update={"source_sha256": info.sha256, "build": ev.runtime.build_id}), dest
@@ -295,11 +299,25 @@ def solve_cmd(
                 continue
             rows.append(_verify(info, plan, cfg, kld_ctx, text, budget_mib, fit=True, speed=True,
                                 json_=json_, ev=ev))  # fmt: skip
+    report = None
+    if rows:
+        from edgebench.quant.report import write_report  # lazy: matplotlib only for commands that draw
+
+        report = write_report(rows, budget_mib, dest.with_name(dest.stem + "-candidates"))
     if json_:
-        emit_json({"recipe": sol.recipe.model_dump(mode="json"), "recipe_file": str(dest),
-                   "ram_predicted_mib": round(sol.ram_mib, 1), "budget_mib": budget_mib, "steps": sol.steps,
-                   "sensitivity": sol.sensitivity, "wall_s": round(sol.wall_s, 1),
-                   "candidates": [r.model_dump(mode="json") for r in rows]})  # fmt: skip
+        emit_json(
+            {
+                "recipe": sol.recipe.model_dump(mode="json"),
+                "recipe_file": str(dest),
+                "report": str(report) if report else None,
+                "ram_predicted_mib": round(sol.ram_mib, 1),
+                "budget_mib": budget_mib,
+                "steps": sol.steps,
+                "sensitivity": sol.sensitivity,
+                "wall_s": round(sol.wall_s, 1),
+                "candidates": [r.model_dump(mode="json") for r in rows],
+            }
+        )
         return
     console.print(
         f"solver: {len(sol.steps)} moves in {sol.wall_s:.0f} s; recipe written to {escape(str(dest))}"
@@ -308,6 +326,7 @@ def solve_cmd(
         console.print(f"  {escape(s)}")
     if rows:
         _render_rows(rows, budget_mib)
+        console.print(f"report: {escape(str(report))}")
 
 
 @app.command("target")

@@ -179,7 +179,10 @@ def solve(
     cpu_flags: Sequence[str] | None = None,
     name: str = "mix",
     on_step: Callable[[str], None] | None = None,
+    before_measuring: Callable[[], None] = lambda: None,
 ) -> Solution:
+    """before_measuring: called once, after every check that needs no measurement passed and
+    before the first one (the CLI takes the host's measurement lock there)."""
     t0 = time.monotonic()
     ladder = sorted({canonical_type(t, "--types") for t in ladder}, key=bpw, reverse=True)
     if len(ladder) < 2:
@@ -233,6 +236,7 @@ def solve(
         say(f"the top types fit ({top_ram:.0f} ≤ {budget_mib:.0f} MiB): no move needed")
         return Solution(plan.recipe, plan, top_ram, budget_mib, [], {}, wall_s=time.monotonic() - t0)
 
+    before_measuring()
     # the start is the source itself (every tensor copied): KLD 0 by construction, not measured
     sens: dict[str, dict[str, float]] = {g: {KEEP: 0.0} for g in groups}
     measured: dict[str, Measured] = {}
