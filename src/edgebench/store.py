@@ -316,7 +316,45 @@ class Store:
     def remove_model(self, path: str) -> bool:
         return self._execute("DELETE FROM models WHERE path=?", (path,)).rowcount > 0
 
+    def insert_row(self, row: Row) -> None:
+        """Store a row as it is (created_at and version kept): an imported one (edgebench.pool)."""
+        self._execute(
+            "INSERT INTO results (key, stage, model_sha256, config_hash, build_id, host_fingerprint, status, "
+            "params, record, created_at, record_version) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.key,
+                row.stage,
+                row.provenance.model_sha256,
+                row.config_hash,
+                row.provenance.build_id,
+                row.provenance.host_fingerprint,
+                row.status,
+                json.dumps(row.params, sort_keys=True, default=str),
+                json.dumps(row.record),
+                row.created_at,
+                row.version,
+            ),
+        )
+
     # provenance records ----------------------------------------------------------------------
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        return {fp: json.loads(info) for fp, info in self._execute("SELECT fingerprint, info FROM hosts")}
+
+    def runtimes(self) -> dict[str, dict[str, Any]]:
+        return {b: json.loads(info) for b, info in self._execute("SELECT build_id, info FROM runtimes")}
+
+    def put_host_json(self, fingerprint: str, info: dict[str, Any], *, replace: bool = False) -> bool:
+        """A host record from elsewhere (a pooled bundle); an existing one is kept unless `replace`."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        cur = self._execute(f"{verb} INTO hosts VALUES (?,?,?)", (fingerprint, json.dumps(info), _now()))
+        return cur.rowcount > 0
+
+    def put_runtime_json(self, build_id: str, info: dict[str, Any]) -> bool:
+        cur = self._execute(
+            "INSERT OR IGNORE INTO runtimes VALUES (?,?,?)", (build_id, json.dumps(info), _now())
+        )
+        return cur.rowcount > 0
+
     def put_host(self, fingerprint: str, info: BaseModel) -> None:
         self._execute(
             "INSERT OR REPLACE INTO hosts VALUES (?,?,?)", (fingerprint, info.model_dump_json(), _now())

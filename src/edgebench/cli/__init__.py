@@ -18,6 +18,7 @@ from edgebench.cli import _models as _models
 from edgebench.cli import _plan as _plan
 from edgebench.cli import _quality as _quality
 from edgebench.cli import _quant as _quant
+from edgebench.cli import _results as _results
 from edgebench.cli import _run as _run
 from edgebench.cli import _runtime as _runtime
 from edgebench.cli import _serve as _serve
@@ -40,6 +41,7 @@ app.add_typer(_runtime.app, name="runtime")
 app.add_typer(_models.app, name="models")
 app.add_typer(_quality.app, name="quality")
 app.add_typer(_quant.app, name="quant")
+app.add_typer(_results.app, name="results")
 
 
 def _debug() -> bool:

@@ -187,7 +187,13 @@ def _evaluator(
         imatrix = make_imatrix(
             runtime, Path(info.path), tf, work / f"imatrix-{digest}-{kld_ctx}.gguf", ctx=kld_ctx
         )
-    return Evaluator(runtime, Path(info.path), work, tf, ctx=kld_ctx, n_layer=info.n_layer, imatrix=imatrix)
+
+    def progress(i: int, n: int, tensor: str) -> None:
+        if i == n or i % max(n // 4, 1) == 0:  # a line per quarter of the tensors
+            say(f"llama-quantize: {i}/{n} tensors ({tensor})")
+
+    return Evaluator(runtime, Path(info.path), work, tf, ctx=kld_ctx, n_layer=info.n_layer, imatrix=imatrix,
+                     on_progress=progress)  # fmt: skip
 
 
 def _verify(

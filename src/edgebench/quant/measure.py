@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +32,15 @@ class Evaluator:
     against the source's logits, computed once."""
 
     def __init__(self, runtime: Runtime, source: Path, work: Path, text: Path, *, ctx: int, n_layer: int,
-                 threads: int = 2, imatrix: Path | None = None) -> None:  # fmt: skip
+                 threads: int = 2, imatrix: Path | None = None,
+                 on_progress: Callable[[int, int, str], None] | None = None) -> None:  # fmt: skip
         self.runtime, self.source, self.work, self.text = runtime, source, work, text
         self.ctx, self.n_layer, self.threads = ctx, n_layer, threads
         self.imatrix = imatrix
+        self.on_progress = on_progress  # llama-quantize's [i/n] tensor lines
         self.imatrix_meta: ImatrixMeta | None = read_imatrix(imatrix) if imatrix is not None else None
         self._base: Path | None = None
+        self._measured: dict[str, Measured] = {}  # one measurement per distinct file content
         work.mkdir(parents=True, exist_ok=True)
 
     def base(self) -> Path:
@@ -49,24 +53,33 @@ class Evaluator:
                 raise RecipeError(f"source logits ({self.source.name}): {e}") from None
         return self._base
 
-    def file_for(self, plan: FilePlan) -> Path:
-        what = plan.recipe.model_dump(exclude={"name", "source_sha256", "build"})
+    def _key(self, plan: FilePlan) -> str:
+        """What decides the file's bytes: every tensor's type, and the importance matrix."""
+        what: list[object] = [[t.name, t.dst_type] for t in plan.tensors]
         if self.imatrix is not None:
             st = self.imatrix.stat()
-            what["imatrix"] = [str(self.imatrix), st.st_size, st.st_mtime_ns]
-        key = json.dumps(what, sort_keys=True)
-        return self.work / f"{plan.recipe.name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.gguf"
+            what.append([str(self.imatrix), st.st_size, st.st_mtime_ns])
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:12]
+
+    def file_for(self, plan: FilePlan) -> Path:
+        return self.work / f"{plan.recipe.name}-{self._key(plan)}.gguf"
 
     def quantize(self, plan: FilePlan) -> Applied:
         dst = self.file_for(plan)
         return apply_recipe(
-            self.runtime, plan, dst, n_layer=self.n_layer, threads=self.threads, imatrix=self.imatrix
-        )
+            self.runtime, plan, dst, n_layer=self.n_layer, threads=self.threads, imatrix=self.imatrix,
+            on_progress=self.on_progress,
+        )  # fmt: skip
 
     def preview(self, recipe: Recipe) -> FilePlan:
         return plan_file(self.source, recipe, imatrix=self.imatrix_meta)
 
     def measure(self, plan: FilePlan) -> Measured:
+        """KLD of the recipe's file; a recipe that makes the same file as one measured before (the
+        solver's mix is often one of its single moves) reuses that measurement."""
+        done = self._measured.get(self._key(plan))
+        if done is not None:
+            return Measured(plan, done.applied, done.kld)
         applied = self.quantize(plan)
         try:
             kld = native_kld(
@@ -75,4 +88,5 @@ class Evaluator:
             )  # fmt: skip
         except NativeError as e:
             raise RecipeError(str(e)) from None
-        return Measured(plan, applied, kld)
+        self._measured[self._key(plan)] = Measured(plan, applied, kld)
+        return self._measured[self._key(plan)]
