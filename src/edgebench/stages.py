@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
+from edgebench.fleet import measure as fleet_measure
 from edgebench.measure import context, crosscheck, race, throughput
 from edgebench.pipeline import plancheck
 from edgebench.pipeline import quality as quality_stage
@@ -56,6 +57,12 @@ STAGES: dict[str, Stage] = {
             "a llama-server that would not start for quality",
         ),
         Stage(plancheck.STAGE, plancheck.PlanCheckRow, plancheck.VERSION, "planner vs measured buffers"),
+        Stage(
+            fleet_measure.STAGE,
+            fleet_measure.RpcBenchRow,
+            fleet_measure.VERSION,
+            "llama-bench, split over RPC",
+        ),
         Stage(quant_verify.STAGE, quant_verify.QuantRow, quant_verify.VERSION, "a recipe applied, measured"),
     )
 }

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from edgebench.cli import _context as _context
 from edgebench.cli import _decide as _decide
 from edgebench.cli import _doctor as _doctor
+from edgebench.cli import _fleet as _fleet
 from edgebench.cli import _kv as _kv
 from edgebench.cli import _models as _models
 from edgebench.cli import _plan as _plan
@@ -34,6 +35,7 @@ _plan.register(app)
 _sweep.register(app)
 _context.register(app)
 _kv.register(app)
+_fleet.register(app)
 _decide.register(app)
 _run.register(app)
 _serve.register(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from typing import Any, Literal
 
@@ -49,6 +50,8 @@ _LATER_DEFAULTS: dict[str, Any] = {
     "swa_full": False,
     "repack": True,
     "ctx_checkpoints": None,
+    "rpc": (),
+    "tensor_split": None,
 }
 
 
@@ -78,6 +81,10 @@ class RuntimeConfig(BaseModel):
     swa_full: bool = False  # --swa-full: the SWA cache at full context instead of the window
     repack: bool = True  # False: -nr (no CPU weight repacking)
     ctx_checkpoints: int | None = Field(default=None, ge=0)  # --ctx-checkpoints; None: default (32)
+    # llama.cpp RPC: rpc-server workers ("host:port") whose devices take offloaded layers (-ngl),
+    # split by tensor_split (one weight per worker; None: llama.cpp splits by free memory)
+    rpc: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] | None = None
     extra: tuple[str, ...] = ()  # passed through verbatim, for options we do not model
 
     @model_validator(mode="before")
@@ -113,7 +120,8 @@ class RuntimeConfig(BaseModel):
         # defaults, so every row measured before they existed keeps its key.
         d: dict[str, Any] = handler(self)
         for k, default in _LATER_DEFAULTS.items():
-            if k in d and d[k] == default:
+            v = d.get(k, ...)
+            if v == default or (isinstance(v, list) and tuple(v) == default):  # JSON mode: a list
                 del d[k]
         return d
 
@@ -132,6 +140,22 @@ class RuntimeConfig(BaseModel):
         if not v or any(c < 0 for c in v):
             raise ValueError("CPU list must name at least one CPU, all ≥ 0")
         return tuple(sorted(set(v)))
+
+    @field_validator("rpc")
+    @classmethod
+    def _rpc(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for ep in v:
+            host, sep, port = ep.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "," in ep:
+                raise ValueError(f"RPC endpoint {ep!r}: write it as host:port (e.g. 192.168.1.20:50052)")
+        return v
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _split(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and (not v or any(not math.isfinite(x) or x < 0 for x in v) or not sum(v)):
+            raise ValueError("tensor_split: one finite weight ≥ 0 per device, not all 0")
+        return v
 
     @model_validator(mode="after")
     def _ubatch_le_batch(self) -> RuntimeConfig:
@@ -295,6 +319,10 @@ def bench_argv(
         argv += ["-mmp", "1" if cfg.mmap else "0"]
     if cfg.cpus is not None and cfg.affinity == "mask":
         argv += ["-C", cpu_mask_hex(cfg.cpus), "--cpu-strict", "1"]
+    if cfg.rpc:
+        argv += ["-rpc", ",".join(cfg.rpc)]
+    if cfg.tensor_split:
+        argv += ["-ts", "/".join(f"{x:g}" for x in cfg.tensor_split)]  # llama-bench: / between devices
     if not test.warmup:
         argv.append("--no-warmup")
     if verbose:
@@ -357,6 +385,10 @@ def server_argv(
     if cfg.reasoning_budget is not None and d.server_reasoning_budget:
         argv += ["--reasoning-budget", str(cfg.reasoning_budget)]
     argv += _planner_flags(cfg)
+    if cfg.rpc:
+        argv += ["--rpc", ",".join(cfg.rpc)]
+    if cfg.tensor_split:
+        argv += ["-ts", ",".join(f"{x:g}" for x in cfg.tensor_split)]
     if verbose:
         argv += ["-lv", "4"] if d.server_log_verbosity else ["--verbose"]
     return argv + list(cfg.extra)
