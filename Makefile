@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Debian packages: bubblewrap (the code sandbox of the quality suite) for runs; Debian's chromium
 # (headless DOM check of the HTML report) for tests too. Installed when missing and we are root.
 SYSDEPS_RUN := bwrap:bubblewrap
-SYSDEPS_TEST := $(SYSDEPS_RUN) chromium:chromium
+SYSDEPS_TEST := $(SYSDEPS_RUN) chromium:chromium ip:iproute2
 define install_missing
 	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 		command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
