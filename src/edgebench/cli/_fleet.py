@@ -8,7 +8,8 @@ import threading
 import typer
 
 from edgebench.cli._common import console, state
-from edgebench.fleet.worker import RpcWorker, check_bind, is_loopback
+from edgebench.fleet.worker import RpcWorker, check_bind
+from edgebench.hostaddr import is_loopback
 from edgebench.setup import ensure_runtime
 
 __all__ = ["register"]

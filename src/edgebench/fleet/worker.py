@@ -19,23 +19,15 @@ from pathlib import Path
 from types import TracebackType
 
 from edgebench.errors import ConfigError, EdgebenchError
+from edgebench.hostaddr import is_loopback
 from edgebench.runtime import proc
 from edgebench.runtime.locate import Runtime
 
-__all__ = ["RpcWorker", "WorkerError", "check_bind", "is_loopback", "parse_endpoint", "worker_argv"]
+__all__ = ["RpcWorker", "WorkerError", "check_bind", "parse_endpoint", "worker_argv"]
 
 
 class WorkerError(EdgebenchError):
     """An rpc-server that would not start or answer (the cause in one line)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, *, expose: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from starlette.applications import Starlette
 from edgebench.config import Config
 from edgebench.errors import ConfigError
 from edgebench.host.probe import HostInfo
+from edgebench.hostaddr import is_loopback
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.serve.app import Gateway, GatewaySettings, build_app
@@ -59,17 +59,8 @@ def api_key(cli_key: str | None, key_file: Path | None) -> str | None:
     return None
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, key: str | None) -> None:
-    if not _loopback(host) and not key:
+    if not is_loopback(host) and not key:
         raise ConfigError(
             f"serve --host {host}: not a loopback address and no API key; give --api-key, "
             f"${API_KEY_ENV} or [serve] api_key_file (or bind 127.0.0.1)"
