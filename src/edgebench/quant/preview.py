@@ -12,7 +12,7 @@ tensor's data padded to 32 bytes, in llama_model_loader's weights_map order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.models.gguf import _read_header  # the one GGUF header walker (checked, one-line errors)
@@ -71,7 +71,6 @@ class FilePlan:
     file_bytes: int
     notes: tuple[str, ...] = ()
     requantize: bool = False  # some tensor goes from one quantized type to another
-    needs_imatrix: tuple[str, ...] = field(default=())
 
     @property
     def weight_bytes(self) -> int:
@@ -213,8 +212,7 @@ def plan_file(source: Path, recipe: Recipe, *, imatrix: ImatrixMeta | None = Non
         notes.append(f"{fell_n} tensor(s) fall back to another type (rows not a whole number of blocks)")
     header_bytes = _header_bytes(header.meta_end, header.kv_bytes, imatrix)
     file_bytes = _pad(header_bytes) + sum(_pad(p.dst_bytes) for p in plans)
-    return FilePlan(str(source), recipe, tuple(plans), header_bytes, file_bytes, tuple(notes), requant,
-                    tuple(needs_imatrix))  # fmt: skip
+    return FilePlan(str(source), recipe, tuple(plans), header_bytes, file_bytes, tuple(notes), requant)
 
 
 def _header_bytes(meta_end: int, kv_bytes: dict[str, int], imx: ImatrixMeta | None) -> int:
