@@ -19,7 +19,7 @@ from edgebench.models.gguf import _read_header  # the one GGUF header walker (ch
 from edgebench.quant.recipe import GROUPS, Recipe, Rule, parse_layers
 from edgebench.quant.types import FLOAT_TYPES, NEEDS_IMATRIX, RecipeError, block_of, bpw, fallback, row_bytes
 
-__all__ = ["FilePlan", "ImatrixMeta", "TensorPlan", "plan_file", "quantize_patterns"]
+__all__ = ["FilePlan", "ImatrixMeta", "TensorPlan", "plan_file", "quantizable", "quantize_patterns"]
 
 ALIGN = 32  # GGUF_DEFAULT_ALIGNMENT: llama-quant pads with it whatever general.alignment says
 
@@ -102,7 +102,7 @@ def _n_dims(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _quantizable(name: str, shape: tuple[int, ...]) -> bool:
+def quantizable(name: str, shape: tuple[int, ...]) -> bool:
     return (
         _n_dims(shape) >= 2
         and name.endswith("weight")
@@ -154,7 +154,7 @@ def plan_file(source: Path, recipe: Recipe, *, imatrix: ImatrixMeta | None = Non
         ncols = t.shape[0] if t.shape else 1
         src = t.ggml_type
         decided, asked = "kept", src
-        if _quantizable(t.name, t.shape):
+        if quantizable(t.name, t.shape):
             rule = next(((r, rx) for r, _p, rx in patterns if rx.search(t.name)), None)
             if recipe.embeddings and t.name in _TOKEN_EMBD and not (t.name != "token_embd.weight" and rule):
                 decided, asked = "embeddings", recipe.embeddings

@@ -1,12 +1,14 @@
 """The solver: the mix of per-group types that fits a RAM budget at a target context with the
 least measured damage.
 
-Sensitivity-guided, measured on the real model: every group alone at each lower type of the
-ladder (everything else at the top type), its KLD against the source's logits; then, from all
-groups at the top type, the cheapest move — the one adding the least measured KLD per MiB it
-saves — is taken until the predicted RAM (weights + KV + compute + reserve, the memory planner
-on the preview's layout) fits. Per-group damage is treated as additive, which the final mix's
-own measurement checks.
+Every group (attn_q, …, ffn_down, the experts, the embeddings, the output) starts as the source
+holds it, copied bit for bit, and may move to a ladder type no wider than the source's own (never
+requantize up) and no narrower than a pin. The predicted RAM at the target context (the memory
+planner on each preview's layout: weights as mapped or repacked on this CPU, KV, compute) of
+every single move is computed first; only moves that save RAM are measured — that group alone at
+that type, KLD against the source's logits. Then the move adding the least measured KLD per MiB
+saved is taken until the budget holds. Per-group damage is treated as additive, which the final
+mix's own measurement (`quant solve --verify`) checks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from edgebench.models.gguf import ModelInfo, _read_header
 from edgebench.quant.fit import ram_plan
 from edgebench.quant.measure import Evaluator, Measured
-from edgebench.quant.preview import FilePlan, _quantizable
+from edgebench.quant.preview import FilePlan, quantizable
 from edgebench.quant.recipe import GROUPS, Recipe, Rule
 from edgebench.quant.types import FLOAT_TYPES, RecipeError, bpw, canonical_type
 from edgebench.runtime.flags import RuntimeConfig
@@ -70,13 +72,8 @@ def groups_present(source: Path) -> list[str]:
     """The solver's groups that hold at least one tensor llama-quantize quantizes, plus
     "embeddings" and "output" (when the model has an output.weight of its own)."""
     header, _ = _read_header(source)
-    names = [t.name for t in header.tensors if _quantizable(t.name, t.shape)]
-    out = [g for g in _SOLVER_GROUPS if any(re.search(rf"^blk\.\d+\.{GROUPS[g]}\.weight$", n) for n in names)]
-    if "token_embd.weight" in names:
-        out.append("embeddings")
-    if "output.weight" in names:
-        out.append("output")
-    return out
+    present = {_group_of(t.name) for t in header.tensors if quantizable(t.name, t.shape)}
+    return [g for g in (*_SOLVER_GROUPS, "embeddings", "output") if g in present]
 
 
 # The embeddings and the output as rules, not llama-quantize's --token-embedding-type /
@@ -103,7 +100,7 @@ def _keep_rules(source: Path) -> dict[str, tuple[Rule, ...]]:
     header, _ = _read_header(source)
     by: dict[str, dict[str, list[int]]] = {}
     for t in header.tensors:
-        g = _group_of(t.name) if _quantizable(t.name, t.shape) else None
+        g = _group_of(t.name) if quantizable(t.name, t.shape) else None
         if g is not None:
             m = re.match(r"^blk\.(\d+)\.", t.name)
             by.setdefault(g, {}).setdefault(t.ggml_type, []).append(int(m.group(1)) if m else -1)
@@ -159,7 +156,7 @@ def _caps(source: Path) -> dict[str | None, float]:
     header, _ = _read_header(source)
     caps: dict[str | None, float] = {}
     for t in header.tensors:
-        if not _quantizable(t.name, t.shape):
+        if not quantizable(t.name, t.shape):
             continue
         g = _group_of(t.name)
         cap = float("inf") if t.ggml_type in FLOAT_TYPES else bpw(t.ggml_type)
