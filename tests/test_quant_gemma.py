@@ -46,6 +46,7 @@ def test_preview_is_exact_on_gemma(runtime: Runtime, gemma_path: Path, tmp_path:
         Path(out.path).unlink()
 
 
+@pytest.mark.timeout(2700)  # minutes on a quiet 2-core machine, several times that under load
 def test_solver_beats_the_uniform_quant_that_fits(runtime: Runtime, gemma_path: Path, tmp_path: Path) -> None:
     info = read_model_info(gemma_path)
     cfg = RuntimeConfig(ctx=4096)

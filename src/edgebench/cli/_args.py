@@ -78,3 +78,35 @@ def out_dir(opt: str, path: Path | None) -> Path | None:
         raise ConfigError(f"{opt} {path}: cannot create: {exc.strerror or exc}") from None
     _writable_dir(opt, path, path)
     return path
+
+
+def rpc_endpoints(text: str | None) -> tuple[str, ...]:
+    """'10.0.0.2:50052,10.0.0.3:50052' → the endpoints, each checked as host:port."""
+    if text is None:
+        return ()
+    from edgebench.fleet.worker import parse_endpoint  # only when RPC is asked for
+
+    eps = [x.strip() for x in text.split(",") if x.strip()]
+    if not eps:
+        raise ConfigError(f"--rpc {text!r}: give host:port of each worker, comma-separated")
+    for ep in eps:
+        parse_endpoint(ep)
+    return tuple(eps)
+
+
+def split_weights(text: str | None, rpc: str | None) -> tuple[float, ...] | None:
+    """'1,1' → one weight per RPC worker (--tensor-split); only with --rpc."""
+    if text is None:
+        return None
+    if rpc is None:
+        raise ConfigError("--tensor-split: only with --rpc (it splits the layers over the workers)")
+    try:
+        w = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--tensor-split {text!r}: comma-separated weights, e.g. 1,1") from None
+    n = len(rpc_endpoints(rpc))
+    if len(w) != n or any(not math.isfinite(x) or x < 0 for x in w) or not sum(w):
+        raise ConfigError(
+            f"--tensor-split {text!r}: {n} finite weights ≥ 0 (one per --rpc worker), not all 0"
+        )
+    return w

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgebench.cli._args import int_list, out_file, positive, word_list
+from edgebench.cli._args import int_list, out_file, positive, rpc_endpoints, split_weights, word_list
 from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
 from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
@@ -52,6 +52,12 @@ def sweep(
         True, "--server-check/--no-server-check", help="Re-measure the best config through llama-server."
     ),
     export: Path | None = typer.Option(None, "--export", help="Write llama-bench-compatible JSONL here."),
+    rpc: str | None = typer.Option(
+        None, "--rpc", help="RPC workers host:port,… (edgebench worker): every layer split over them."
+    ),
+    tensor_split: str | None = typer.Option(
+        None, "--tensor-split", help="One weight per RPC worker, e.g. 1,1."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -77,6 +83,8 @@ def sweep(
         depth=int_list("--depth", depth, minimum=0),
         n_prompt=n_prompt,
         n_gen=n_gen,
+        rpc=rpc_endpoints(rpc),
+        tensor_split=split_weights(tensor_split, rpc),
     )
     named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
     hold_host(no_wait)

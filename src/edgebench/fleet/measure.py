@@ -3,10 +3,12 @@ participating host and the link: what a LAN costs, measured."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.fleet.worker import parse_endpoint
 from edgebench.host.probe import HostInfo
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.bench import run_bench
@@ -37,6 +39,15 @@ class RpcBenchRow(BaseModel):
     wall_s: float = 0.0
 
 
+def _reachable(endpoint: str, timeout_s: float = 2.0) -> bool:
+    host, port = parse_endpoint(endpoint)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def bench_split(
     store: Store,
     runtime: Runtime,
@@ -52,6 +63,11 @@ def bench_split(
     """One llama-bench process (split when cfg.rpc names workers), stored as an rpc_bench row."""
     out = run_bench(runtime, model.path, cfg, test, timeout_s=timeout_s)
     run = out.runs[0] if out.runs else None
+    cause = "" if run else f"{out.status.value}: {out.detail}"
+    if run is None and cfg.rpc:
+        gone = [ep for ep in cfg.rpc if not _reachable(ep)]
+        if gone:  # llama-bench only says SIGPIPE or "Remote RPC server crashed": name the worker
+            cause = f"RPC worker {', '.join(gone)} unreachable after the run; llama-bench {cause}"
     row = RpcBenchRow(
         model=model.name,
         mode="split" if cfg.rpc else "local",
@@ -63,7 +79,7 @@ def bench_split(
         avg_ts=run.avg_ts if run else None,
         stddev_ts=run.stddev_ts if run else None,
         samples_ts=list(run.samples_ts) if run else [],
-        cause="" if run else f"{out.status.value}: {out.detail}",
+        cause=cause,
         wall_s=out.wall_s,
     )
     prov = Provenance(build_id=runtime.build_id, host_fingerprint=host.fingerprint, model_sha256=model.sha256)

@@ -41,6 +41,9 @@ class Point(BaseModel):
     fa: FA
     ubatch: int
     cpus: CpuSet
+    # llama.cpp RPC workers the layers are split over (every layer offloaded: -ngl 999)
+    rpc: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] | None = None
 
     def runtime(self, batch: int = 2048) -> RuntimeConfig:
         return RuntimeConfig(
@@ -52,6 +55,9 @@ class Point(BaseModel):
             batch=max(batch, self.ubatch),
             cpus=self.cpus.cpus,
             ctx=0,
+            ngl=-1 if self.rpc else 0,
+            rpc=self.rpc,
+            tensor_split=self.tensor_split,
         )
 
 
@@ -69,13 +75,17 @@ class SweepSpace(BaseModel):
     # which tests are repeated at the deeper depths: each repetition refills the whole context
     # there, so a run that only plots decode vs depth ("tg") saves the deep prefill's minutes
     depth_kinds: tuple[Literal["pp", "tg"], ...] = ("pp", "tg")
+    rpc: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] | None = None
 
     def points(self) -> Iterator[Point]:
         """The full cartesian grid, minus points that ask for more threads than pinned CPUs."""
         for t, kv, fa, ub, cs in itertools.product(self.threads, self.kv, self.fa, self.ubatch, self.cpus):
             if cs.cpus is not None and t > len(cs.cpus):
                 continue
-            yield Point(threads=t, kv=kv, fa=fa, ubatch=ub, cpus=cs)
+            yield Point(
+                threads=t, kv=kv, fa=fa, ubatch=ub, cpus=cs, rpc=self.rpc, tensor_split=self.tensor_split
+            )
 
     def tests(self, depth: int) -> tuple[BenchTest, BenchTest]:
         return (
@@ -132,6 +142,8 @@ def default_space(
     n_prompt: int | None = None,
     n_gen: int | None = None,
     depth_kinds: tuple[Literal["pp", "tg"], ...] = ("pp", "tg"),
+    rpc: tuple[str, ...] = (),
+    tensor_split: tuple[float, ...] | None = None,
 ) -> SweepSpace:
     """CLI options over config over host-class defaults; every value checked here, once."""
     th = threads or sweep.threads or _default_threads(host)
@@ -163,4 +175,6 @@ def default_space(
         n_prompt=n_prompt or sweep.n_prompt,
         n_gen=n_gen or sweep.n_gen,
         depth_kinds=depth_kinds,
+        rpc=rpc,
+        tensor_split=tensor_split,
     )

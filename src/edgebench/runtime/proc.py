@@ -329,7 +329,11 @@ def spawn(
     `inherit_env=False` gives the child only `env` (a sandbox: no proxies, no credentials);
     `rlimits` maps `resource.RLIMIT_*` to a hard+soft limit.
     """
-    full_env = {**os.environ, **(env or {})} if inherit_env else dict(env or {})
+    # ggml's abort handler attaches gdb for a backtrace when gdb is installed: on a busy host that
+    # kept a crashed llama-bench (an RPC worker gone) alive for over two minutes, and its output
+    # is noise in front of the GGML_ASSERT line we keep (for a backtrace, run llama.cpp by hand)
+    base = {"GGML_NO_BACKTRACE": "1", **os.environ} if inherit_env else {}
+    full_env = {**base, **(env or {})}
     out_target: int | object | None = stdout
     handle = None
     if log_file is not None:

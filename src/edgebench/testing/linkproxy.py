@@ -23,6 +23,7 @@ class DelayProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # closed on exit: no transport left to GC
 
     @property
     def endpoint(self) -> str:
@@ -54,11 +55,13 @@ class DelayProxy:
         writer.close()
 
     async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self._writers.add(cw)
         try:
             ur, uw = await asyncio.open_connection(*self.target)
         except OSError:
             cw.close()
             return
+        self._writers.add(uw)
         for s in (cw, uw):
             sock = s.get_extra_info("socket")
             if sock is not None:
@@ -78,9 +81,16 @@ class DelayProxy:
         async def _close() -> None:
             if self._server is not None:
                 self._server.close()
-            for t in asyncio.all_tasks():
-                if t is not asyncio.current_task():
-                    t.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in self._writers:
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
+            if self._server is not None:
+                await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(_close(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
