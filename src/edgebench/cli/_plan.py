@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgebench.cli._args import positive
+from edgebench.cli._args import positive, rpc_endpoints
 from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
 from edgebench.cli._progress import EventProgress
 from edgebench.errors import ConfigError
+from edgebench.fleet.split import plan_split
 from edgebench.host.probe import probe_host
+from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import MemoryPlan, fit_context, parse_kv_layers, plan_memory
 from edgebench.models.registry import list_models, resolve_model
 from edgebench.pipeline.plancheck import BUFFERS, Buffers, PlanCheckRow, check_plans
@@ -45,6 +49,10 @@ def plan(
     fit: bool = typer.Option(False, "--fit", help="Largest context that fits --budget-gib, per KV type."),
     budget_gib: float | None = typer.Option(None, "--budget-gib", help="RAM budget for --fit."),
     check: bool = typer.Option(False, "--check", help="Predicted vs measured (llama-server) on a grid."),
+    rpc: str | None = typer.Option(
+        None, "--rpc", help="Split over RPC workers host:port,… (edgebench worker)."
+    ),
+    rpc_mem: str | None = typer.Option(None, "--rpc-mem", help="Each worker's usable MiB, e.g. 7000,7000."),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -95,6 +103,9 @@ def plan(
         raise ConfigError(f"--ctx {ctx}: above {m.name}'s trained context {m.ctx_train}")
     layers = parse_kv_layers(kv_layers, m.n_layer) if kv_layers else None
     p = plan_memory(m, cfg, n_parallel=parallel, kv_layers=layers, host_arch=the_arch, cpu_flags=flags)
+    if rpc is not None or rpc_mem is not None:
+        _render_split(m, cfg, rpc, rpc_mem, budget_gib, flags, json_)
+        return
     fits = None
     if fit:
         if budget_gib is None:
@@ -115,6 +126,52 @@ def plan(
             + ", ".join(f"{t} → {c}" for t, c in fits.items()),
             highlight=False,
         )
+
+
+def _render_split(
+    m: ModelInfo,
+    cfg: RuntimeConfig,
+    rpc: str | None,
+    rpc_mem: str | None,
+    budget_gib: float | None,
+    flags: tuple[str, ...] | None,
+    json_: bool,
+) -> None:
+    """`plan --rpc`: layers over the head and the workers by each one's usable memory."""
+    eps = rpc_endpoints(rpc)
+    if not eps or rpc_mem is None:
+        raise ConfigError("--rpc needs --rpc-mem: each worker's usable MiB, in the same order")
+    mems = [float(x) for x in rpc_mem.split(",") if x.strip()] if rpc_mem.strip() else []
+    if len(mems) != len(eps) or any(not math.isfinite(x) or x <= 0 for x in mems):
+        raise ConfigError(f"--rpc-mem {rpc_mem!r}: {len(eps)} positive MiB figures, one per --rpc worker")
+    head = (
+        budget_gib * 1024
+        if budget_gib is not None
+        else state.config.budgets.usable_mib(probe_host().ram_total_mib)
+    )
+    sp = plan_split(m, cfg, head_usable_mib=head, workers=list(zip(eps, mems, strict=True)), cpu_flags=flags)
+    if json_:
+        devices = [d.__dict__ | {"total_mib": d.total_mib} for d in sp.devices]
+        emit_json({"split": {**sp.__dict__, "devices": devices, "flags": sp.flags() if sp.fits else []}})
+        return
+    title = f"{escape(m.name)} at context {sp.ctx} over the head and {len(eps)} RPC workers (predicted)"
+    t = Table(title=title, title_justify="left")
+    for col in ("device", "layers", "weights MiB", "KV MiB", "other MiB", "total / usable MiB"):
+        t.add_column(col, justify="left" if col in ("device", "layers") else "right")
+    for d in sp.devices:
+        span = f"{d.layers[0]}-{d.layers[-1]}" if d.layers else "—"
+        t.add_row(escape(d.name), span, f"{d.weights_mib:.0f}", f"{d.kv_mib:.0f}", f"{d.other_mib:.0f}",
+                  f"{d.total_mib:.0f} / {d.usable_mib:.0f}")  # fmt: skip
+    console.print(t)
+    if sp.fits_one_host:
+        console.print(f"fits the head alone ({sp.one_host_mib:.0f} MiB predicted): RPC would only cost speed")
+    elif not sp.fits:
+        raise ConfigError(
+            f"{m.name} at context {sp.ctx}: does not fit the head and these workers "
+            f"({sp.shortfall_mib:.0f} MiB short); add a worker, lower --ctx or quantize the KV cache"
+        )
+    else:
+        console.print("flags: " + " ".join(sp.flags()), highlight=False)
 
 
 def _target(arch: str | None, preset: str | None) -> tuple[str, tuple[str, ...] | None]:
