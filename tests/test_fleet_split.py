@@ -47,7 +47,7 @@ def test_cli_split_and_its_refusals(gemma_path: Path, monkeypatch: pytest.Monkey
     assert r.code == 0, r.stderr
     assert "flags: -ngl" in r.stdout and "--rpc 10.0.0.2:50052" in r.stdout
     assert "does not fit" in cli(monkeypatch, *base, "--rpc-mem", "20,20", "--budget-gib", "0.1").error_line()
-    assert "needs --rpc-mem" in cli(monkeypatch, *base).error_line()
+    assert "no host probe" in cli(monkeypatch, *base).error_line()  # no --rpc-mem: the workers are asked
     assert "one per --rpc worker" in cli(monkeypatch, *base, "--rpc-mem", "200").error_line()
     assert "one per --rpc worker" in cli(monkeypatch, *base, "--rpc-mem", "200,nan").error_line()
     r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "10.0.0.2", "--rpc-mem", "200")
@@ -84,3 +84,53 @@ def test_the_printed_split_loads_on_real_workers(runtime: Runtime, tmp_path: Pat
     for d in sp.workers_used:
         m = re.search(rf"RPC\d*\[{re.escape(d.name)}\] model buffer size\s*=\s*([\d.]+) MiB", log)
         assert m and float(m.group(1)) > 0, (d.name, log[-3000:])
+
+
+def test_the_head_asks_each_worker_its_memory(
+    gemma_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edgebench worker` serves its host probe on port+1; `plan --rpc` without --rpc-mem reads it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from edgebench.fleet.probe import fetch_probe
+
+    env = {**os.environ, "EDGEBENCH_HOME": str(tmp_path / "w")}
+    argv = [
+        sys.executable,
+        "-m",
+        "edgebench",
+        "worker",
+        "--port",
+        "50321",
+        "--threads",
+        "1",
+        "--mem-cap-mib",
+        "900",
+    ]
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        probe = None
+        while probe is None and time.monotonic() < deadline and p.poll() is None:
+            try:
+                probe = httpx.get("http://127.0.0.1:50322/host", timeout=1).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert probe is not None, p.communicate(timeout=10)
+        assert probe["usable_mib"] == 900 and probe["fingerprint"] and probe["rpc"] == "127.0.0.1:50321"
+        assert fetch_probe("127.0.0.1:50321")["usable_mib"] == 900
+        r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:50321", "--budget-gib", "0.3")
+        assert r.code == 0, r.stderr
+        assert "/ 900" in r.stdout  # the worker's own figure
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    assert p.returncode == 0
+    r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:50321", "--budget-gib", "0.3")
+    assert "no host probe" in r.error_line()  # gone: say so, and how to give the figure instead

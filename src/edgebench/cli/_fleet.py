@@ -8,7 +8,9 @@ import threading
 import typer
 
 from edgebench.cli._common import console, state
+from edgebench.fleet.probe import ProbeServer
 from edgebench.fleet.worker import RpcWorker, check_bind
+from edgebench.host.probe import probe_host
 from edgebench.hostaddr import is_loopback
 from edgebench.setup import ensure_runtime
 
@@ -17,8 +19,12 @@ __all__ = ["register"]
 
 def worker(
     host: str = typer.Option("127.0.0.1", "--host", "-H", help="Address to bind (loopback unless --expose)."),
-    port: int = typer.Option(50052, "--port", "-p", min=1, max=65535),
-    threads: int = typer.Option(2, "--threads", "-t", min=1),
+    port: int = typer.Option(
+        50052, "--port", "-p", min=1, max=65534, help="rpc-server's port; its host probe: +1."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", "-t", min=1, help="rpc-server threads (default: every CPU; 1 on a shared machine)."
+    ),
     expose: bool = typer.Option(
         False,
         "--expose",
@@ -35,9 +41,18 @@ def worker(
     log = cfg.data_dir / "logs" / f"rpc-server-{port}.log"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with RpcWorker(runtime, host, port, threads=threads, expose=expose, mem_cap_mib=mem_cap_mib,
-                   cache_dir=cache_dir, log_file=log) as w:  # fmt: skip
+    info = probe_host()
+    usable = cfg.budgets.usable_mib(info.ram_total_mib)
+    if mem_cap_mib is not None:
+        usable = min(usable, mem_cap_mib)
+    record = {**info.model_dump(mode="json"), "usable_mib": usable, "rpc": f"{host}:{port}"}
+    with (
+        RpcWorker(runtime, host, port, threads=threads or info.n_cpus, expose=expose, mem_cap_mib=mem_cap_mib,
+                  cache_dir=cache_dir, log_file=log) as w,
+        ProbeServer(host, port + 1, record),
+    ):  # fmt: skip
         console.print(f"rpc worker on {w.endpoint} (log {log}); the head: --rpc {w.endpoint}")
+        console.print(f"host probe: http://{host}:{port + 1}/host ({usable:.0f} MiB usable)")
         if not is_loopback(host):
             console.print("[yellow]exposed: anyone who reaches this address can run tensors here[/yellow]")
         try:

@@ -12,6 +12,7 @@ from edgebench.cli._args import positive, rpc_endpoints
 from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
 from edgebench.cli._progress import EventProgress
 from edgebench.errors import ConfigError
+from edgebench.fleet.probe import fetch_probe
 from edgebench.fleet.split import plan_split
 from edgebench.host.probe import probe_host
 from edgebench.models.gguf import ModelInfo
@@ -52,7 +53,9 @@ def plan(
     rpc: str | None = typer.Option(
         None, "--rpc", help="Split over RPC workers host:port,… (edgebench worker)."
     ),
-    rpc_mem: str | None = typer.Option(None, "--rpc-mem", help="Each worker's usable MiB, e.g. 7000,7000."),
+    rpc_mem: str | None = typer.Option(
+        None, "--rpc-mem", help="Each worker's usable MiB, e.g. 7000,7000 (default: asked from each worker)."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -139,11 +142,17 @@ def _render_split(
 ) -> None:
     """`plan --rpc`: layers over the head and the workers by each one's usable memory."""
     eps = rpc_endpoints(rpc)
-    if not eps or rpc_mem is None:
-        raise ConfigError("--rpc needs --rpc-mem: each worker's usable MiB, in the same order")
-    mems = [float(x) for x in rpc_mem.split(",") if x.strip()] if rpc_mem.strip() else []
-    if len(mems) != len(eps) or any(not math.isfinite(x) or x <= 0 for x in mems):
-        raise ConfigError(f"--rpc-mem {rpc_mem!r}: {len(eps)} positive MiB figures, one per --rpc worker")
+    if not eps:
+        raise ConfigError("--rpc-mem goes with --rpc: the workers host:port,…")
+    if rpc_mem is None:  # each worker says it (edgebench worker serves its probe on port+1)
+        mems = [float(fetch_probe(ep)["usable_mib"]) for ep in eps]
+    else:
+        try:
+            mems = [float(x) for x in rpc_mem.split(",") if x.strip()]
+        except ValueError:
+            mems = []
+        if len(mems) != len(eps) or any(not math.isfinite(x) or x <= 0 for x in mems):
+            raise ConfigError(f"--rpc-mem {rpc_mem!r}: {len(eps)} positive MiB figures, one per --rpc worker")
     head = (
         budget_gib * 1024
         if budget_gib is not None
