@@ -14,6 +14,7 @@ from edgebench.config import Config
 from edgebench.decide.rank import Ranking
 from edgebench.decide.routing import Routing
 from edgebench.errors import ConfigError
+from edgebench.fleet.leaderboard import fleet_html, fleet_leaderboard, fleet_markdown
 from edgebench.host.probe import probe_host
 from edgebench.pipeline.decide import decide, rank_only
 from edgebench.quality.runner import STAGE as QUALITY_STAGE
@@ -143,12 +144,20 @@ def report_cmd(
     suite: str | None = typer.Option(None, "--suite", "-s", help="Quality suite to report."),
     html: Path | None = typer.Option(None, "--html", help="Output directory (default: data dir/report)."),
     host: str | None = HOST_OPT,
+    hosts: str | None = typer.Option(
+        None, "--hosts", help="all: every host in the store side by side (pooled results), fleet.md/.html."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Markdown + self-contained HTML report with plots, from everything stored."""
     cfg, store = state.config, state.store
-    _check_suite(cfg, store, suite)
     out_dir("--html", html)
+    if hosts is not None:
+        if hosts != "all" or host is not None:
+            raise ConfigError(f"--hosts {hosts!r}: only --hosts all (without --host)")
+        _fleet_report(store, html or cfg.data_dir / "report", json_)
+        return
+    _check_suite(cfg, store, suite)
     fp = _host(store, host)
     d = decide(
         cfg, store, probe_host(), suite, runtime=locate_quietly(cfg), out_dir=html, host_fingerprint=fp
@@ -157,6 +166,22 @@ def report_cmd(
         emit_json({"markdown": str(d.markdown), "html": str(d.html), "routing": str(d.routing_json)})
         return
     console.print(f"report: {d.html}\nmarkdown: {d.markdown}\nrouting: {d.routing_json}", highlight=False)
+
+
+def _fleet_report(store: Store, out: Path, json_: bool) -> None:
+    f = fleet_leaderboard(store)
+    if not f.boards:
+        raise ConfigError(
+            "report --hosts all: no measured rows in the store (run a sweep, or import bundles)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    md, page = out / "fleet.md", out / "fleet.html"
+    md.write_text(fleet_markdown(f))
+    page.write_text(fleet_html(f))
+    if json_:
+        emit_json({"markdown": str(md), "html": str(page), "hosts": [b.fingerprint for b in f.boards]})
+        return
+    console.print(f"fleet report ({len(f.boards)} hosts): {page}\nmarkdown: {md}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
