@@ -201,3 +201,44 @@ def test_edgebench_serve_shows_the_page_with_its_store(tiny: Path, runtime: Any,
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert f"workbench: http://127.0.0.1:{port}/" in err.splitlines()
+
+
+def test_a_board_pushes_its_bundle_to_the_gateway(tiny: Path, tmp_path: Path) -> None:
+    """POST /admin/results merges a bundle into the gateway's store — only with an API key (even on
+    loopback); twice adds nothing; a broken bundle is a 400 naming the cause, nothing merged."""
+    from edgebench.config import load_config
+    from edgebench.host.probe import probe_host
+    from edgebench.pool import export_bundle
+    from edgebench.serve.app import GatewaySettings, build_app
+    from edgebench.serve.workbench import Results
+    from serve_helpers import running
+
+    board = Store(tmp_path / "board.sqlite")
+    board.migrate()
+    _put(board, "board-b", kind="tg", mean=12.0)
+    bundle = tmp_path / "b.jsonl"
+    export_bundle(board, bundle)
+    body = bundle.read_bytes()
+    store = Store(tmp_path / "gw.sqlite")
+    store.migrate()
+    results = Results(cfg=load_config(), store_path=store.path, host=probe_host())
+    keyless, _ = build_app(
+        table(spec(tiny, "tiny")), None, GatewaySettings(log_dir=tmp_path), results=results
+    )
+    with running(keyless) as url:
+        r = httpx.post(f"{url}/admin/results", content=body)
+        assert r.status_code == 403 and "API key" in r.json()["error"]["message"]
+    keyed, _ = build_app(
+        table(spec(tiny, "tiny")), None, GatewaySettings(log_dir=tmp_path, api_key="k3y"), results=results
+    )
+    auth = {"authorization": "Bearer k3y"}
+    with running(keyed) as url:
+        assert httpx.post(f"{url}/admin/results", content=body).status_code == 401
+        first = httpx.post(f"{url}/admin/results", content=body, headers=auth, timeout=60)
+        assert first.status_code == 200 and first.json()["added"] == 1
+        again = httpx.post(f"{url}/admin/results", content=body, headers=auth, timeout=60).json()
+        assert again["added"] == 0 and again["same"] == 1
+        bad = httpx.post(f"{url}/admin/results", content=body[:-30], headers=auth, timeout=60)
+        assert bad.status_code == 400 and "not JSON" in bad.json()["error"]["message"]
+        assert "/tmp" not in bad.json()["error"]["message"]  # no server path in the reply
+    assert store.count() == 1

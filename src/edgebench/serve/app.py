@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgebench.backends.base import ChatRequest
 from edgebench.backends.openai import estimate_tokens
+from edgebench.pool import BundleError, import_bundle
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.serve.metrics import Metrics
@@ -43,6 +45,7 @@ from edgebench.serve.predict import Prediction, prompt_chars
 from edgebench.serve.route import BENCHMARK_FIELD, Decision, RouteError, resolve
 from edgebench.serve.table import Memory, Served, ServeTable
 from edgebench.serve.workbench import ControlError, Results, Workbench, runtime_with
+from edgebench.textsafe import one_line
 
 __all__ = ["Gateway", "GatewaySettings", "build_app"]
 
@@ -188,6 +191,7 @@ class Gateway:
         self.metrics = Metrics(self.pool)
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.results = results
         self.workbench = Workbench(self, results)
 
     # ------------------------------------------------------------------ set-up
@@ -234,6 +238,7 @@ class Gateway:
             Route("/admin/load", self.admin_load, methods=["POST"]),
             Route("/admin/unload", self.admin_unload, methods=["POST"]),
             Route("/admin/running", self.admin_running, methods=["GET"]),
+            Route("/admin/results", self.admin_results, methods=["POST"]),
             *self.workbench.routes(),
         ]
         middleware = [
@@ -297,6 +302,33 @@ class Gateway:
 
     async def metrics_page(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def admin_results(self, request: Request) -> JSONResponse:
+        """A board pushes its bundle (`edgebench results export`): merged into this store as
+        `results import` does. Only on a gateway with an API key, even on loopback: rows in the
+        store decide what is served."""
+        if self.settings.api_key is None:
+            return JSONResponse(
+                _error_body("pushing results needs a gateway started with an API key", "forbidden"), 403
+            )
+        if self.results is None:
+            return JSONResponse(_error_body("this gateway has no results store", "unavailable"), 503)
+        body = await request.body()
+        results = self.results
+
+        def merge() -> dict[str, Any]:
+            with tempfile.TemporaryDirectory() as d:
+                f = Path(d) / "pushed.jsonl"
+                f.write_bytes(body)
+                with results.open() as st:
+                    s = import_bundle(st, f)
+            return {"added": s.added, "same": s.same, "conflicts": s.conflicts, "hosts_added": s.hosts_added}
+
+        try:
+            return JSONResponse(await asyncio.to_thread(merge))
+        except BundleError as e:
+            why = str(e).split(": ", 1)[-1]  # without the temporary file's path
+            return JSONResponse(_error_body(one_line(f"bundle: {why}", 300), "invalid_request"), 400)
 
     async def admin_running(self, request: Request) -> JSONResponse:
         running = []
