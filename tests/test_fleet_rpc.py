@@ -216,3 +216,30 @@ def test_sweep_rpc_options_are_checked_first(
 ) -> None:
     r = cli(monkeypatch, "sweep", str(model), "--no-wait", *args)
     assert needle in r.error_line()
+
+
+def test_context_probe_runs_split_over_workers(
+    runtime: Runtime, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`context --rpc`: the stable-context probe loads and fills llama-server with the layers on the
+    workers; the stored trial's config names them."""
+    with (
+        RpcWorker(runtime, "127.0.0.1", 50331, threads=1) as a,
+        RpcWorker(runtime, "127.0.0.1", 50332, threads=1) as b,
+    ):
+        args = [
+            "--ctx",
+            "512",
+            "--threads",
+            "1",
+            "--rpc",
+            f"{a.endpoint},{b.endpoint}",
+            "--tensor-split",
+            "1,1",
+        ]
+        r = cli(monkeypatch, "context", str(model), *args, "--json")
+    assert r.code == 0, r.stderr
+    with Store(load_config().store_path) as st:
+        rows = list(st.rows("context"))
+    assert len(rows) == 1 and rows[0].record["ok"], rows[0].record.get("cause") if rows else None
+    assert rows[0].params["runtime"]["rpc"] == [a.endpoint, b.endpoint]

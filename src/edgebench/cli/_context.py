@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgebench.cli._args import positive
+from edgebench.cli._args import positive, rpc_endpoints, split_weights
 from edgebench.cli._common import NO_WAIT, console, emit_json, hold_host, state
 from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
@@ -37,6 +37,12 @@ def context(
     ),
     swap_limit_mib: float | None = typer.Option(None, "--swap-limit-mib", help="Allowed swap growth."),
     n_decode: int = typer.Option(16, "--n-decode", min=1, help="Tokens to decode after the fill."),
+    rpc: str | None = typer.Option(
+        None, "--rpc", help="RPC workers host:port,…: the layers split over them."
+    ),
+    tensor_split: str | None = typer.Option(
+        None, "--tensor-split", help="One weight per RPC worker, e.g. 1,1."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
 ) -> None:
@@ -57,6 +63,7 @@ def context(
         if any(c <= 0 for c in ctx_list):
             raise ConfigError(f"--ctx {ctx!r}: contexts must be > 0 (llama.cpp's 0 means ctx_train; say it)")
     positive("--budget-mib", budget_mib)  # a NaN or negative budget fails every context as "ram"
+    rpc_eps, split = rpc_endpoints(rpc), split_weights(tensor_split, rpc)
     if swap_limit_mib is not None and not (math.isfinite(swap_limit_mib) and swap_limit_mib >= 0):
         raise ConfigError(f"--swap-limit-mib {swap_limit_mib:g}: must be a finite number ≥ 0")
     named = [resolve_model(store, m) for m in models or []]  # typer gives None for no arguments
@@ -79,6 +86,8 @@ def context(
             kv=kv,
             fa=fa,  # type: ignore[arg-type]  # checked above
             threads=threads,
+            rpc=rpc_eps,
+            tensor_split=split,
             contexts=lambda m: ctx_list,
             emit=emit,
         )

@@ -30,6 +30,8 @@ def probe_models(
     kv: str | None = None,
     fa: FlashAttn | None = None,
     threads: int | None = None,
+    rpc: tuple[str, ...] = (),
+    tensor_split: tuple[float, ...] | None = None,
     contexts: Callable[[ModelInfo], list[int] | None] = lambda m: None,
     emit: Emit = silent,
 ) -> list[ContextProbe]:
@@ -46,6 +48,8 @@ def probe_models(
             update["flash_attn"] = fa
         if threads is not None:
             update["threads"] = threads
+        if rpc:  # split over RPC workers: every layer offloaded to them
+            update |= {"rpc": rpc, "tensor_split": tensor_split, "ngl": -1}
         base = base.model_copy(update=update)
         ctx_list = contexts(m)
         task = f"context:{m.sha256[:12]}"
