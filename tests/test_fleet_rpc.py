@@ -24,6 +24,7 @@ from edgebench.errors import ConfigError
 from edgebench.fleet.measure import STAGE, bench_split
 from edgebench.fleet.worker import RpcWorker
 from edgebench.host.probe import probe_host
+from edgebench.measure.serving import stored_results
 from edgebench.models.gguf import read_model_info
 from edgebench.runtime.flags import BenchTest, RuntimeConfig
 from edgebench.runtime.locate import Runtime
@@ -199,6 +200,10 @@ def test_sweep_splits_over_workers_and_stores_them(
         row.params["runtime"]["ngl"] == -1 and row.params["runtime"]["tensor_split"] == [1, 1] for row in rows
     )
     assert all(row.status == "ok" for row in rows), [row.record.get("cause") for row in rows]
+    # a split measurement is another candidate, never this host's own speed in its decisions
+    sha = rows[0].provenance.model_sha256
+    with Store(load_config().store_path) as st:
+        assert stored_results(st, sha) == [] and len(stored_results(st, sha, split=True)) == len(rows)
 
 
 @pytest.mark.parametrize(

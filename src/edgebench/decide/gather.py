@@ -88,6 +88,8 @@ def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | N
     for r in filter(here, store.rows(CHECK_STAGE)):
         checks[r.provenance.model_sha256] = ServerCheck.model_validate(r.record)
     for r in filter(here, store.rows(CONTEXT_STAGE)):
+        if (r.params.get("runtime") or {}).get("rpc"):
+            continue  # probed split over RPC workers: not this host's own context
         contexts[r.provenance.model_sha256].append(ContextTrial.model_validate(r.record))
     out = []
     for m in list_models(store):

@@ -65,8 +65,8 @@ def fleet_leaderboard(store: Store) -> Fleet:
             t = ThroughputResult.model_validate(r.record)
         except ValidationError:
             continue  # a row of an older record version: not comparable
-        if not t.ok or t.transient:
-            continue
+        if not t.ok or t.transient or t.config.rpc:
+            continue  # split over RPC workers: not that host's own speed
         names.setdefault(t.model_sha256, t.model)
         c = cell(t.model_sha256, r.provenance.host_fingerprint)
         best = c.tg if t.kind == "tg" else c.pp
@@ -77,7 +77,7 @@ def fleet_leaderboard(store: Store) -> Fleet:
             ct = ContextTrial.model_validate(r.record)
         except ValidationError:
             continue
-        if ct.ok and not ct.transient:
+        if ct.ok and not ct.transient and not (r.params.get("runtime") or {}).get("rpc"):
             c = cell(r.provenance.model_sha256, r.provenance.host_fingerprint)
             c.stable_ctx = max(c.stable_ctx or 0, ct.ctx)
             names.setdefault(r.provenance.model_sha256, ct.model)

@@ -70,15 +70,19 @@ def host_default_config(host: HostInfo) -> RuntimeConfig:
 
 
 def stored_results(
-    store: Store, model_sha256: str | None = None, host_fingerprint: str | None = None
+    store: Store, model_sha256: str | None = None, host_fingerprint: str | None = None, *, split: bool = False
 ) -> list[ThroughputResult]:
     """Stored throughput rows, one per (model, config, test): a config measured again (another
-    llama.cpp build, or the CI method changed) is represented by its newest row only."""
+    llama.cpp build, or the CI method changed) is represented by its newest row only. Rows of the
+    model split over RPC workers are another candidate, not this host's own speed: only with
+    `split=True` (and then only those)."""
     newest: dict[tuple[str, object, str, int], ThroughputResult] = {}
     for row in store.rows(THROUGHPUT_STAGE, model_sha256):  # oldest first
         if host_fingerprint is not None and row.provenance.host_fingerprint != host_fingerprint:
             continue
         r = ThroughputResult.model_validate(row.record)
+        if bool(r.config.rpc) != split:
+            continue
         newest[(r.model_sha256, r.point, r.test, r.depth)] = r
     return list(newest.values())
 
