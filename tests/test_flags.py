@@ -171,3 +171,26 @@ def test_planner_options_are_typed_fields_with_stable_keys() -> None:
     assert RuntimeConfig().key() == RuntimeConfig(extra=()).key()
     assert RuntimeConfig(kv_unified=False).key() != RuntimeConfig().key()
     assert RuntimeConfig.model_validate(old.model_dump(mode="json")) == old
+
+
+def test_recipe_and_fleet_tool_argv() -> None:
+    from edgebench.runtime.flags import imatrix_argv, quantize_type_probe_argv, rpc_server_argv
+
+    kw = {"tensor_type_file": "t.txt", "imatrix": "im.gguf", "threads": 2}
+    argv = quantize_argv(
+        "q", "in", "out", "Q8_0", pure=True, allow_requantize=True, token_embedding_type="Q6_K", **kw
+    )
+    flags = ["--pure", "--allow-requantize", "--token-embedding-type", "q6_k", "--tensor-type-file", "t.txt"]
+    assert argv == ["q", *flags, "--imatrix", "im.gguf", "in", "out", "Q8_0", "2"]
+    assert quantize_type_probe_argv("q", "IQ4_NL")[1:3] == ["--tensor-type", "x=iq4_nl"]
+    assert imatrix_argv("i", "m", "t", "o", ctx=256, threads=1)[-1] == "--no-ppl"
+    assert rpc_server_argv("r", "127.0.0.1", 5, threads=1, cache=True) == [
+        "r",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "5",
+        "-t",
+        "1",
+        "-c",
+    ]

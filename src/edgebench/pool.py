@@ -21,7 +21,7 @@ from edgebench import __version__
 from edgebench.errors import EdgebenchError
 from edgebench.store import Row, Store, result_key
 
-__all__ = ["SCHEMA", "BundleError", "ImportSummary", "export_bundle", "import_bundle"]
+__all__ = ["SCHEMA", "BundleError", "ImportSummary", "export_bundle", "import_bundle", "merge_bundle"]
 
 SCHEMA = 1
 KIND = "edgebench-results"
@@ -58,18 +58,16 @@ def export_bundle(store: Store, out: Path, *, stage: str | None = None) -> int:
             lines.append({"runtime": b, "info": runtimes[b]})
     lines += [{"row": r.model_dump(mode="json")} for r in rows]
     tmp = out.with_name(out.name + ".partial")
-    tmp.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    tmp.replace(out)
+    try:
+        tmp.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+        tmp.replace(out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"bundle {out}: cannot write ({e.strerror or e})") from None
     return len(rows)
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"bundle {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BundleError(f"bundle {path}: cannot read ({e})") from None
+def _parse(text: str, path: str) -> list[dict[str, Any]]:
     items = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -95,7 +93,18 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def import_bundle(store: Store, path: Path) -> ImportSummary:
-    items = _read(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"bundle {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"bundle {path}: cannot read ({e})") from None
+    return merge_bundle(store, text, str(path))
+
+
+def merge_bundle(store: Store, text: str, path: str) -> ImportSummary:
+    """A bundle's text (`path` names it in errors: a file, or "the pushed bundle") into `store`."""
+    items = _parse(text, path)
     rows: list[Row] = []
     for n, obj in enumerate(items[1:], 2):
         if "row" not in obj:

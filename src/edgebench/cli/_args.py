@@ -84,7 +84,7 @@ def rpc_endpoints(text: str | None) -> tuple[str, ...]:
     """'10.0.0.2:50052,10.0.0.3:50052' → the endpoints, each checked as host:port."""
     if text is None:
         return ()
-    from edgebench.fleet.worker import parse_endpoint  # only when RPC is asked for
+    from edgebench.hostaddr import parse_endpoint
 
     eps = [x.strip() for x in text.split(",") if x.strip()]
     if not eps:

@@ -14,7 +14,7 @@ from edgebench.config import Config
 from edgebench.decide.rank import Ranking
 from edgebench.decide.routing import Routing
 from edgebench.errors import ConfigError
-from edgebench.fleet.leaderboard import fleet_html, fleet_leaderboard, fleet_markdown
+from edgebench.fleet.leaderboard import write_fleet_report
 from edgebench.host.probe import probe_host
 from edgebench.pipeline.decide import decide, rank_only
 from edgebench.quality.runner import STAGE as QUALITY_STAGE
@@ -169,15 +169,11 @@ def report_cmd(
 
 
 def _fleet_report(store: Store, out: Path, json_: bool) -> None:
-    f = fleet_leaderboard(store)
+    f, md, page = write_fleet_report(store, out)
     if not f.boards:
         raise ConfigError(
             "report --hosts all: no measured rows in the store (run a sweep, or import bundles)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    md, page = out / "fleet.md", out / "fleet.html"
-    md.write_text(fleet_markdown(f))
-    page.write_text(fleet_html(f))
     if json_:
         emit_json({"markdown": str(md), "html": str(page), "hosts": [b.fingerprint for b in f.boards]})
         return

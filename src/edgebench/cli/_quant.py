@@ -3,7 +3,6 @@ context), emit (llama-quantize / ik_llama.cpp commands), apply (+ verify), solve
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -16,18 +15,18 @@ from edgebench.cli._args import positive
 from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold_host, state
 from edgebench.errors import ConfigError
 from edgebench.host.probe import probe_host
-from edgebench.kvlab.lab import load_text
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.registry import resolve_model
+from edgebench.pipeline.quant import quant_evaluator, verify_candidates
 from edgebench.quant.apply import ik_custom_q, quantize_command, write_tensor_type_file
 from edgebench.quant.fit import ram_plan
-from edgebench.quant.imatrix import make_imatrix, read_imatrix
+from edgebench.quant.imatrix import read_imatrix
 from edgebench.quant.measure import Evaluator
 from edgebench.quant.preview import FilePlan, plan_file
 from edgebench.quant.recipe import load_recipe, save_recipe
 from edgebench.quant.solve import keep_source, parse_pin, solve, uniform
 from edgebench.quant.target import TargetRow, Targets, run_target
-from edgebench.quant.types import RecipeError, canonical_type
+from edgebench.quant.types import canonical_type
 from edgebench.quant.verify import QuantRow, verify_recipe
 from edgebench.runtime.flags import KV_TYPES, RuntimeConfig
 from edgebench.setup import ensure_runtime
@@ -176,24 +175,8 @@ def _evaluator(
     say: Callable[[str], None],
 ) -> Evaluator:
     cfg = state.config
-    runtime = ensure_runtime(cfg)
-    work = cfg.data_dir / "quant" / info.sha256[:12]
-    work.mkdir(parents=True, exist_ok=True)
-    tf = work / "text.txt"
-    tf.write_text(load_text(text))
-    if make and imatrix is None:
-        say(f"llama-imatrix on {tf.name} ({info.name})")
-        digest = hashlib.sha256(tf.read_bytes()).hexdigest()[:10]
-        imatrix = make_imatrix(
-            runtime, Path(info.path), tf, work / f"imatrix-{digest}-{kld_ctx}.gguf", ctx=kld_ctx
-        )
-
-    def progress(i: int, n: int, tensor: str) -> None:
-        if i == n or i % max(n // 4, 1) == 0:  # a line per quarter of the tensors
-            say(f"llama-quantize: {i}/{n} tensors ({tensor})")
-
-    return Evaluator(runtime, Path(info.path), work, tf, ctx=kld_ctx, n_layer=info.n_layer, imatrix=imatrix,
-                     on_progress=progress)  # fmt: skip
+    return quant_evaluator(cfg, ensure_runtime(cfg), info, kld_ctx=kld_ctx, text=text, imatrix=imatrix,
+                           make_imx=make, say=say)  # fmt: skip
 
 
 def _verify(
@@ -296,20 +279,14 @@ def solve_cmd(
         sol.recipe.model_copy(update={"source_sha256": info.sha256, "build": ev.runtime.build_id}), dest
     )
     rows: list[QuantRow] = []
-    if verify:
-        for r in [*(uniform(t) for t in ladder), sol.recipe]:
-            try:
-                plan = ev.preview(r)
-            except RecipeError as e:
-                say(f"{r.name}: skipped ({e})")
-                continue
-            rows.append(_verify(info, plan, cfg, kld_ctx, text, budget_mib, fit=True, speed=True,
-                                json_=json_, ev=ev))  # fmt: skip
     report = None
-    if rows:
-        from edgebench.quant.report import write_report  # lazy: matplotlib only for commands that draw
-
-        report = write_report(rows, budget_mib, dest.with_name(dest.stem + "-candidates"))
+    if verify:
+        cands = [*(uniform(t) for t in ladder), sol.recipe]
+        stem = dest.with_name(dest.stem + "-candidates")
+        rows, report = verify_candidates(
+            state.store, ev, host, info, cands, cfg, budget_mib=budget_mib,
+            log_dir=state.config.data_dir / "logs", report_stem=stem, say=say,
+        )  # fmt: skip
     if json_:
         emit_json(
             {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -165,3 +166,14 @@ def fleet_html(f: Fleet) -> str:
         f"<table id='fleet'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         f"<h2>Hosts</h2><ul id='hosts'>{hosts}</ul></body></html>\n"
     )
+
+
+def write_fleet_report(store: Store, out_dir: Path) -> tuple[Fleet, Path, Path]:
+    """fleet.md and fleet.html in `out_dir`; the fleet (no hosts: nothing written)."""
+    f = fleet_leaderboard(store)
+    md, page = out_dir / "fleet.md", out_dir / "fleet.html"
+    if f.boards:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        md.write_text(fleet_markdown(f))
+        page.write_text(fleet_html(f))
+    return f, md, page

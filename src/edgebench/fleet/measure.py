@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from edgebench.fleet.worker import parse_endpoint
 from edgebench.host.probe import HostInfo
+from edgebench.hostaddr import parse_endpoint
 from edgebench.models.gguf import ModelInfo
 from edgebench.runtime.bench import run_bench
 from edgebench.runtime.flags import BenchTest, RuntimeConfig

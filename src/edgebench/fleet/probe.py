@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from edgebench.errors import ConfigError
-from edgebench.fleet.worker import parse_endpoint
+from edgebench.hostaddr import parse_endpoint
 
 __all__ = ["ProbeServer", "fetch_probe", "probe_endpoint"]
 

@@ -21,9 +21,10 @@ from types import TracebackType
 from edgebench.errors import ConfigError, EdgebenchError
 from edgebench.hostaddr import is_loopback
 from edgebench.runtime import proc
+from edgebench.runtime.flags import rpc_server_argv
 from edgebench.runtime.locate import Runtime
 
-__all__ = ["RpcWorker", "WorkerError", "check_bind", "parse_endpoint", "worker_argv"]
+__all__ = ["RpcWorker", "WorkerError", "check_bind"]
 
 
 class WorkerError(EdgebenchError):
@@ -43,19 +44,6 @@ def check_bind(host: str, *, expose: bool) -> None:
             f"--host {host}: rpc-server has no authentication — anyone who reaches {host} can run "
             "tensors on this board; bind to 127.0.0.1 (and tunnel), or pass --expose on a trusted network"
         )
-
-
-def parse_endpoint(spec: str) -> tuple[str, int]:
-    """ "host:port" (IPv6 as [::1]:50052) → (host, port), or one line saying what is wrong."""
-    host, sep, port = spec.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"RPC endpoint {spec!r}: write it as host:port (e.g. 192.168.1.20:50052)")
-    return host, int(port)
-
-
-def worker_argv(binary: str, host: str, port: int, *, threads: int, cache: bool) -> list[str]:
-    return [binary, "-H", host, "-p", str(port), "-t", str(threads), *(["-c"] if cache else [])]
 
 
 class RpcWorker:
@@ -81,8 +69,11 @@ class RpcWorker:
     ) -> None:
         check_bind(host, expose=expose)
         self.host, self.port = host, port
-        self.argv = [*prefix, *worker_argv(runtime.binary("rpc-server"), host, port, threads=threads,
-                                           cache=cache_dir is not None)]  # fmt: skip
+        binary = runtime.binary("rpc-server")
+        self.argv = [
+            *prefix,
+            *rpc_server_argv(binary, host, port, threads=threads, cache=cache_dir is not None),
+        ]
         self.env = {"LLAMA_CACHE": str(cache_dir)} if cache_dir is not None else {}
         self.rlimits = {resource.RLIMIT_AS: int(mem_cap_mib * 2**20)} if mem_cap_mib else None
         self.log_file, self.ready_timeout_s = log_file, ready_timeout_s

@@ -13,6 +13,7 @@ from edgebench.quant.preview import FilePlan, quantize_patterns
 from edgebench.quant.recipe import Recipe
 from edgebench.quant.types import FTYPE_FOR, RecipeError, build_has_type
 from edgebench.runtime import proc
+from edgebench.runtime.flags import quantize_argv
 from edgebench.runtime.locate import Runtime
 from edgebench.textsafe import one_line
 
@@ -52,21 +53,12 @@ def quantize_command(
     threads: int | None = None,
 ) -> list[str]:
     r = plan.recipe
-    argv = [binary, "--pure"]
-    if plan.requantize:
-        argv.append("--allow-requantize")
-    if r.embeddings:
-        argv += ["--token-embedding-type", r.embeddings.lower()]
-    if r.output:
-        argv += ["--output-tensor-type", r.output.lower()]
-    if r.rules:
-        argv += ["--tensor-type-file", str(type_file)]
-    if imatrix is not None:
-        argv += ["--imatrix", str(imatrix)]
-    argv += [plan.source, str(dst), FTYPE_FOR[r.base_type]]
-    if threads:
-        argv.append(str(threads))
-    return argv
+    return quantize_argv(
+        binary, plan.source, str(dst), FTYPE_FOR[r.base_type], allow_requantize=plan.requantize, pure=True,
+        token_embedding_type=r.embeddings, output_tensor_type=r.output,
+        tensor_type_file=str(type_file) if r.rules else None,
+        imatrix=str(imatrix) if imatrix is not None else None, threads=threads,
+    )  # fmt: skip
 
 
 def ik_custom_q(recipe: Recipe, n_layer: int, src: str, dst: str) -> str:

@@ -10,6 +10,7 @@ import gguf
 from edgebench.quant.preview import ImatrixMeta
 from edgebench.quant.types import RecipeError
 from edgebench.runtime import proc
+from edgebench.runtime.flags import imatrix_argv
 from edgebench.runtime.locate import Runtime
 from edgebench.textsafe import one_line
 
@@ -47,8 +48,9 @@ def make_imatrix(
     if out.is_file():
         return out
     tmp = out.with_name(out.stem + ".partial.gguf")
-    argv = [runtime.binary("llama-imatrix"), "-m", str(source), "-f", str(text), "-o", str(tmp),
-            "-c", str(ctx), "-b", str(ctx), "-t", str(threads), "--no-ppl"]  # fmt: skip
+    argv = imatrix_argv(
+        runtime.binary("llama-imatrix"), str(source), str(text), str(tmp), ctx=ctx, threads=threads
+    )
     res = proc.run(argv, timeout_s=6 * 3600)
     if not res.ok or not tmp.is_file():
         tmp.unlink(missing_ok=True)

@@ -265,6 +265,8 @@ def solve(
         cost, g, nxt = best
         current[g] = nxt
         plan = evaluator.preview(_recipe(name, base, current, keep))
-        steps.append(f"{g} → {nxt}: +{cost:.2e} KLD per MiB saved; RAM {ram(plan):.0f} MiB")
+        steps.append(
+            f"{g} → {nxt}: +{cost:.2e} KLD (measured) per MiB saved; RAM {ram(plan):.0f} MiB (predicted)"
+        )
         say(steps[-1])
     return Solution(plan.recipe, plan, ram(plan), budget_mib, steps, sens, measured, time.monotonic() - t0)

@@ -10,6 +10,7 @@ import gguf
 
 from edgebench.errors import ConfigError
 from edgebench.runtime import proc
+from edgebench.runtime.flags import quantize_type_probe_argv
 
 __all__ = [
     "FLOAT_TYPES",
@@ -115,6 +116,5 @@ def fallback(t: str, ncols: int) -> tuple[str, bool]:
 def build_has_type(quantize_binary: str, t: str) -> bool:
     """Ask the build's own llama-quantize: it parses --tensor-type before it opens any file and
     prints "invalid ggml_type" for a type its ggml does not have."""
-    argv = [quantize_binary, "--tensor-type", f"x={t.lower()}", "/nonexistent.gguf", "/dev/null", "Q8_0"]
-    res = proc.run(argv, timeout_s=60)
+    res = proc.run(quantize_type_probe_argv(quantize_binary, t), timeout_s=60)
     return re.search(r"invalid ggml_type", res.stdout + res.stderr) is None

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from edgebench.hostaddr import parse_endpoint
+
 __all__ = [
     "KV_TYPES",
     "BenchTest",
@@ -34,8 +36,11 @@ __all__ = [
     "cpu_list",
     "cpu_mask_hex",
     "fit_params_argv",
+    "imatrix_argv",
     "parse_cpus",
     "quantize_argv",
+    "quantize_type_probe_argv",
+    "rpc_server_argv",
     "server_argv",
 ]
 
@@ -145,9 +150,7 @@ class RuntimeConfig(BaseModel):
     @classmethod
     def _rpc(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for ep in v:
-            host, sep, port = ep.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "," in ep:
-                raise ValueError(f"RPC endpoint {ep!r}: write it as host:port (e.g. 192.168.1.20:50052)")
+            parse_endpoint(ep)  # a ConfigError names the endpoint
         return v
 
     @field_validator("tensor_split")
@@ -428,7 +431,45 @@ def fit_params_argv(binary: str, model: str, cfg: RuntimeConfig) -> list[str]:
 
 
 def quantize_argv(
-    binary: str, src: str, dst: str, qtype: str, *, allow_requantize: bool = False
+    binary: str,
+    src: str,
+    dst: str,
+    qtype: str,
+    *,
+    allow_requantize: bool = False,
+    pure: bool = False,
+    token_embedding_type: str | None = None,
+    output_tensor_type: str | None = None,
+    tensor_type_file: str | None = None,
+    imatrix: str | None = None,
+    threads: int | None = None,
 ) -> list[str]:
-    """llama-quantize argv; `allow_requantize` is for already-quantized sources (lossy twice)."""
-    return [binary, *(["--allow-requantize"] if allow_requantize else []), src, dst, qtype]
+    """llama-quantize argv; `allow_requantize` is for already-quantized sources (lossy twice);
+    `pure` with a --tensor-type-file is a recipe (quant/): every type said, none guessed."""
+    argv = [binary, *(["--pure"] if pure else []), *(["--allow-requantize"] if allow_requantize else [])]
+    if token_embedding_type:
+        argv += ["--token-embedding-type", token_embedding_type.lower()]
+    if output_tensor_type:
+        argv += ["--output-tensor-type", output_tensor_type.lower()]
+    if tensor_type_file:
+        argv += ["--tensor-type-file", tensor_type_file]
+    if imatrix:
+        argv += ["--imatrix", imatrix]
+    return [*argv, src, dst, qtype, *([str(threads)] if threads else [])]
+
+
+def quantize_type_probe_argv(binary: str, ggml_type: str) -> list[str]:
+    """llama-quantize parses --tensor-type before it opens any file: "invalid ggml_type" for a type
+    its ggml lacks, a missing-file error otherwise."""
+    return [binary, "--tensor-type", f"x={ggml_type.lower()}", "/nonexistent.gguf", "/dev/null", "Q8_0"]
+
+
+def imatrix_argv(binary: str, model: str, text: str, out: str, *, ctx: int, threads: int) -> list[str]:
+    """llama-imatrix over a text (GGUF output, no perplexity pass)."""
+    return [binary, "-m", model, "-f", text, "-o", out, "-c", str(ctx), "-b", str(ctx), "-t", str(threads),
+            "--no-ppl"]  # fmt: skip
+
+
+def rpc_server_argv(binary: str, host: str, port: int, *, threads: int, cache: bool) -> list[str]:
+    """llama.cpp's rpc-server (-c: its tensor cache in LLAMA_CACHE)."""
+    return [binary, "-H", host, "-p", str(port), "-t", str(threads), *(["-c"] if cache else [])]

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgebench.backends.base import ChatRequest
 from edgebench.backends.openai import estimate_tokens
-from edgebench.pool import BundleError, import_bundle
+from edgebench.pool import BundleError, merge_bundle
 from edgebench.runtime.flags import RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.serve.metrics import Metrics
@@ -317,18 +316,14 @@ class Gateway:
         results = self.results
 
         def merge() -> dict[str, Any]:
-            with tempfile.TemporaryDirectory() as d:
-                f = Path(d) / "pushed.jsonl"
-                f.write_bytes(body)
-                with results.open() as st:
-                    s = import_bundle(st, f)
+            with results.open() as st:
+                s = merge_bundle(st, body.decode("utf-8", errors="replace"), "(pushed)")
             return {"added": s.added, "same": s.same, "conflicts": s.conflicts, "hosts_added": s.hosts_added}
 
         try:
             return JSONResponse(await asyncio.to_thread(merge))
         except BundleError as e:
-            why = str(e).split(": ", 1)[-1]  # without the temporary file's path
-            return JSONResponse(_error_body(one_line(f"bundle: {why}", 300), "invalid_request"), 400)
+            return JSONResponse(_error_body(one_line(str(e), 300), "invalid_request"), 400)
 
     async def admin_running(self, request: Request) -> JSONResponse:
         running = []

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from types import TracebackType
+
+from edgebench.runtime import proc
 
 __all__ = ["Link", "NetnsLab", "netns_available"]
 
@@ -26,9 +27,9 @@ class Link:
 
 
 def _run(*argv: str) -> None:
-    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
-    if res.returncode:
-        raise RuntimeError(f"{' '.join(argv)}: {res.stderr.strip() or res.returncode}")
+    res = proc.run(list(argv), timeout_s=30)
+    if not res.ok:
+        raise RuntimeError(f"{' '.join(argv)}: {res.stderr.strip() or res.detail}")
 
 
 def netns_available() -> str | None:
@@ -38,10 +39,10 @@ def netns_available() -> str | None:
     if shutil.which("ip") is None or shutil.which("tc") is None:
         return "iproute2 (ip, tc) is not installed"
     probe = f"ebprobe{os.getpid() % 100000}"
-    res = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if res.returncode:
-        return f"ip netns add failed: {res.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    res = proc.run(["ip", "netns", "add", probe], timeout_s=30)
+    if not res.ok:
+        return f"ip netns add failed: {res.stderr.strip() or res.detail}"
+    proc.run(["ip", "netns", "del", probe], timeout_s=30)
     return None
 
 
@@ -99,6 +100,6 @@ class NetnsLab:
     ) -> None:
         # the host end first: it takes its peer with it at once (a namespace is torn down later)
         for h in self.host_if:
-            subprocess.run(["ip", "link", "del", h], capture_output=True)
+            proc.run(["ip", "link", "del", h], timeout_s=30)
         for ns in self.names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            proc.run(["ip", "netns", "del", ns], timeout_s=30)
