@@ -50,7 +50,9 @@ def kv(
     text: Path | None = typer.Option(None, "--text", help="Text file (default: the shipped one)."),
     budget_mib: float | None = typer.Option(None, "--budget-mib", help="RAM budget for the context column."),
     fa: str = typer.Option("on", "--fa", help="Flash attention: on or off."),
-    threads: int = typer.Option(2, "--threads", "-t", min=1),
+    threads: int | None = typer.Option(
+        None, "--threads", "-t", min=1, help="Threads (default: the cores no other process keeps busy)."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
     no_wait: bool = NO_WAIT,
 ) -> None:

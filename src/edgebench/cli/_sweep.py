@@ -14,6 +14,7 @@ from edgebench.cli._common import NO_WAIT, console, emit_json, err_console, hold
 from edgebench.cli._progress import EventProgress
 from edgebench.cli._render import gib
 from edgebench.errors import ConfigError
+from edgebench.host.busy import busy_cores, spare_cores
 from edgebench.host.probe import probe_host
 from edgebench.measure.race import RaceOutcome
 from edgebench.measure.space import default_space
@@ -26,6 +27,19 @@ from edgebench.setup import ensure_models, ensure_runtime
 from edgebench.textsafe import one_line
 
 __all__ = ["register", "render_outcome"]
+
+
+def busy_notice(threads: int) -> None:
+    """Say so when other processes hold cores the sweep's threads need: ggml's threads spin at
+    barriers, so such configs measure the neighbour, not themselves."""
+    busy = busy_cores(0.5)
+    spare = spare_cores(busy)
+    if busy is not None and threads > spare:
+        err_console.print(
+            f"host busy: other processes keep {busy:.1f} cores busy; configs above {spare} "
+            "thread(s) will measure that load, not the config",
+            highlight=False,
+        )
 
 
 def sweep(
@@ -91,6 +105,7 @@ def sweep(
     runtime = ensure_runtime(cfg)
     targets = named or ensure_models(cfg, store)
     host = probe_host(measure_bandwidth=True)
+    busy_notice(max(space.threads))
     store.put_host(host.fingerprint, host)
     store.put_runtime(runtime.build_id, runtime)
     settings = settings_for(cfg, host, ci=ci, max_reps=max_reps, timeout=timeout)

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgebench.errors import EdgebenchError
+from edgebench.host.busy import quality_threads
 from edgebench.kvlab.fidelity import attention_error
 from edgebench.kvlab.inject import LayerError, LayerRef, apply_plan, layer_refs, native_to_f16
 from edgebench.kvlab.native import KldResult, NativeError, kld_base, native_kld
@@ -323,11 +324,12 @@ def run_lab(
     step: int = 1,
     budget_mib: float,
     flash_attn: FlashAttn = "on",
-    threads: int = 2,
+    threads: int | None = None,
     log_dir: Path,
     emit: Callable[[str], None] = lambda _msg: None,
 ) -> LabResult:
     t0 = time.monotonic()
+    threads = quality_threads(threads)  # KLD does not depend on it: the spare cores
     if ctx < 64 or ctx > info.ctx_train:
         raise LabError(f"--ctx {ctx}: between 64 and the model's training context {info.ctx_train}")
     if info.recurrent_layers:

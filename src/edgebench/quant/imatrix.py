@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gguf
 
+from edgebench.host.busy import quality_threads
 from edgebench.quant.preview import ImatrixMeta
 from edgebench.quant.types import RecipeError
 from edgebench.runtime import proc
@@ -42,15 +43,14 @@ def read_imatrix(path: Path) -> ImatrixMeta:
 
 
 def make_imatrix(
-    runtime: Runtime, source: Path, text: Path, out: Path, *, ctx: int = 512, threads: int = 2
+    runtime: Runtime, source: Path, text: Path, out: Path, *, ctx: int = 512, threads: int | None = None
 ) -> Path:
     """llama-imatrix over `text` (reused when `out` exists: same source, same text, same file name)."""
     if out.is_file():
         return out
     tmp = out.with_name(out.stem + ".partial.gguf")
-    argv = imatrix_argv(
-        runtime.binary("llama-imatrix"), str(source), str(text), str(tmp), ctx=ctx, threads=threads
-    )
+    n = quality_threads(threads)  # the matrix does not depend on it: the spare cores
+    argv = imatrix_argv(runtime.binary("llama-imatrix"), str(source), str(text), str(tmp), ctx=ctx, threads=n)
     res = proc.run(argv, timeout_s=6 * 3600)
     if not res.ok or not tmp.is_file():
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgebench.host.busy import quality_threads
 from edgebench.kvlab.native import KldResult, NativeError, kld_base, native_kld
 from edgebench.quant.apply import Applied, apply_recipe
 from edgebench.quant.imatrix import read_imatrix
@@ -32,10 +33,11 @@ class Evaluator:
     against the source's logits, computed once."""
 
     def __init__(self, runtime: Runtime, source: Path, work: Path, text: Path, *, ctx: int, n_layer: int,
-                 threads: int = 2, imatrix: Path | None = None,
+                 threads: int | None = None, imatrix: Path | None = None,
                  on_progress: Callable[[int, int, str], None] | None = None) -> None:  # fmt: skip
         self.runtime, self.source, self.work, self.text = runtime, source, work, text
-        self.ctx, self.n_layer, self.threads = ctx, n_layer, threads
+        # KLD does not depend on the thread count: the spare cores, unless asked
+        self.ctx, self.n_layer, self.threads = ctx, n_layer, quality_threads(threads)
         self.imatrix = imatrix
         self.on_progress = on_progress  # llama-quantize's [i/n] tensor lines
         self.imatrix_meta: ImatrixMeta | None = read_imatrix(imatrix) if imatrix is not None else None
