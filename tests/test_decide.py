@@ -570,3 +570,14 @@ def test_routing_file_carries_serving_specs(tmp_path: Path) -> None:
     assert (rt.threads, rt.threads_batch, rt.ubatch, rt.ctx, rt.cache_type_k) == (4, 6, 256, 16384, "q8_0")
     doc["serving"]["q2b"]["runtime"]["threads"] = 0
     assert validate_routing(doc) != []
+
+
+def test_a_routing_file_without_quality_loads_back(tmp_path: Path) -> None:
+    """The file leaves out what is None (no suite, no primary): the gateway must still read it."""
+    from edgebench.serve.table import load_routing
+
+    routing = route([make_model("m", tg=10.0, pp=100.0)], BudgetConfig(), ram_total_mib=None)
+    assert routing.suite is None and all(r.primary is None for r in routing.routes)
+    back = load_routing(write_routing(routing, tmp_path)[0])
+    assert back.suite is None and [r.use_case for r in back.routes] == [r.use_case for r in routing.routes]
+    assert back.budgets.ram_total_mib is None

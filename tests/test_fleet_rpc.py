@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli_inproc import run as cli
@@ -29,10 +30,12 @@ from edgebench.models.gguf import read_model_info
 from edgebench.runtime.flags import BenchTest, RuntimeConfig
 from edgebench.runtime.locate import Runtime
 from edgebench.runtime.server import ServerProcess
+from edgebench.serve.table import load_routing, table_from_routing
 from edgebench.store import Store
 from edgebench.testing.linkproxy import DelayProxy
 from edgebench.testing.netns import Link, NetnsLab, netns_available
 from edgebench.testing.synth import write_tiny_llama
+from serve_helpers import gateway
 
 WHY = netns_available()
 needs_netns = pytest.mark.skipif(WHY is not None, reason=f"RPC-over-namespaces tests: {WHY}")
@@ -248,3 +251,38 @@ def test_context_probe_runs_split_over_workers(
         rows = list(st.rows("context"))
     assert len(rows) == 1 and rows[0].record["ok"], rows[0].record.get("cause") if rows else None
     assert rows[0].params["runtime"]["rpc"] == [a.endpoint, b.endpoint]
+
+
+def test_a_split_candidate_is_routed_and_served_with_its_workers(
+    runtime: Runtime, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sweep --rpc → route: the split is its own candidate with a serving spec naming its workers;
+    the gateway starts llama-server with them and serves a completion under the split's name."""
+    with (
+        RpcWorker(runtime, "127.0.0.1", 50341, threads=1, log_file=tmp_path / "w0.log") as a,
+        RpcWorker(runtime, "127.0.0.1", 50342, threads=1, log_file=tmp_path / "w1.log") as b,
+    ):
+        eps = (a.endpoint, b.endpoint)
+        args = ["--threads", "1", "--kv", "f16", "--fa", "off", "--search", "grid", "--no-server-check"]
+        args += ["-p", "16", "-n", "4", "--rpc", ",".join(eps), "--tensor-split", "1,1"]
+        assert cli(monkeypatch, "sweep", str(model), *args).code == 0
+        r = cli(monkeypatch, "route", "--out", str(tmp_path / "routing"), "--json")
+        assert r.code == 0, r.stderr
+        routing = load_routing(tmp_path / "routing" / "routing.json")
+        name = next(n for n in routing.serving if "@" in n)
+        assert name.endswith("@" + "+".join(eps))
+        spec = routing.serving[name]
+        assert spec.runtime.rpc == eps and spec.runtime.tensor_split == (1, 1) and spec.tg_ts
+        with Store(load_config().store_path) as st:
+            tbl = table_from_routing(routing, tmp_path / "routing.json", load_config(), st, probe_host())
+        before = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+        with gateway(tbl, runtime, tmp_path) as (url, _gw):
+            body = {"model": name, "prompt": "the time of the world", "max_tokens": 8, "temperature": 0}
+            resp = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-edgebench-model"] == name and resp.json()["choices"][0]["text"]
+            # llama-server holds its workers' connections while it runs: both are open now
+            during = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    for old, now in zip(before, during, strict=True):
+        new = now[len(old) :]
+        assert new.count("Accepted client connection") > new.count("Client connection closed"), new

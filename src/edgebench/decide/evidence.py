@@ -47,7 +47,7 @@ class ModelEvidence(BaseModel):
 
     name: str
     sha256: str
-    backend: str  # "cpu" (managed llama.cpp) or a remote backend's name, e.g. "npu"
+    backend: str  # "cpu" (managed llama.cpp), "rpc" (its layers on RPC workers) or a remote backend's name
     file_size: int | None
     params: int | None
     quant: str | None
@@ -60,3 +60,9 @@ class ModelEvidence(BaseModel):
     context: ContextEvidence | None = None
     quality: SuiteScore | None = None
     predicted_memory: MemoryEstimate | None = None  # planner figures, shown as "predicted"
+    # backend "rpc": the model this candidate splits and the workers holding its offloaded layers;
+    # its quality is that model's (the same weights, the same greedy tokens), its speed, context
+    # and memory (the head's own) are the split measurements'
+    split_of: str | None = None
+    rpc: tuple[str, ...] = ()
+    latency_note: str | None = None  # set when the quality latency is a prediction, and how

@@ -11,11 +11,10 @@ from collections import defaultdict
 from edgebench.config import Config
 from edgebench.decide.evidence import ContextEvidence, MemoryEstimate, ModelEvidence
 from edgebench.errors import ConfigError
-from edgebench.measure.context import STAGE as CONTEXT_STAGE
 from edgebench.measure.context import ContextTrial
 from edgebench.measure.crosscheck import STAGE as CHECK_STAGE
 from edgebench.measure.crosscheck import ServerCheck
-from edgebench.measure.serving import decided_best, stored_results
+from edgebench.measure.serving import context_trials, decided_best, split_name, split_sets, stored_results
 from edgebench.models.gguf import ModelInfo
 from edgebench.models.memory import plan_memory
 from edgebench.models.registry import list_models
@@ -69,6 +68,47 @@ def _predicted(m: ModelInfo, cfg: RuntimeConfig, ctx: int) -> MemoryEstimate | N
     )
 
 
+def _split_candidates(
+    store: Store, m: ModelInfo, host: str | None, own: ModelEvidence
+) -> list[ModelEvidence]:
+    """The model split over each measured worker set: its own candidate, with the split's speed,
+    context and head memory, and the model's quality (the same weights give the same tokens). Its
+    reply latency is predicted (labelled): the model's measured one, scaled by the decode speeds."""
+    out = []
+    for rpc, results in split_sets(store, m.sha256, host).items():
+        bp = decided_best(store, results, "pp", m.sha256, host)  # a split race's winner if one ran
+        bt = decided_best(store, results, "tg", m.sha256, host)
+        q, note = own.quality, None
+        split_tg, own_tg = (bt.result.mean_ts if bt else None), (own.best_tg.mean_ts if own.best_tg else None)
+        if q is not None and split_tg and own_tg:
+            k = own_tg / split_tg
+            lat = {"mean_latency_s": q.mean_latency_s * k, "latency_sd_s": q.latency_sd_s * k}
+            q = q.model_copy(update=lat)
+            note = f"predicted: {m.name}'s measured reply latency × its decode t/s ÷ the split's ({k:.2f}×)"
+        else:  # without both decode speeds nothing says how long it replies: not rankable yet
+            q = None
+        out.append(
+            own.model_copy(
+                update={
+                    "name": split_name(m.name, rpc),
+                    "backend": "rpc",
+                    "split_of": m.name,
+                    "rpc": rpc,
+                    "best_pp": bp.result if bp else None,
+                    "best_tg": bt.result if bt else None,
+                    "throughput": results,
+                    "server_check": None,
+                    "context": _context(context_trials(store, m.sha256, host, rpc)),
+                    # the planner's figure is the whole model on one host: not this candidate's
+                    "predicted_memory": None,
+                    "quality": q,
+                    "latency_note": note,
+                }
+            )
+        )
+    return out
+
+
 def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | None) -> list[ModelEvidence]:
     """Evidence measured on host fingerprint `host` only: a store holding rows from several boards
     (pooled results) never mixes them into one decision. `host=None` reads every host (tests)."""
@@ -84,13 +124,8 @@ def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | N
         if suite is None or q.suite == suite:
             quality[q.target].append(q)
     checks: dict[str, ServerCheck] = {}
-    contexts: dict[str, list[ContextTrial]] = defaultdict(list)
     for r in filter(here, store.rows(CHECK_STAGE)):
         checks[r.provenance.model_sha256] = ServerCheck.model_validate(r.record)
-    for r in filter(here, store.rows(CONTEXT_STAGE)):
-        if (r.params.get("runtime") or {}).get("rpc"):
-            continue  # probed split over RPC workers: not this host's own context
-        contexts[r.provenance.model_sha256].append(ContextTrial.model_validate(r.record))
     out = []
     for m in list_models(store):
         results = stored_results(store, m.sha256, host)
@@ -104,7 +139,7 @@ def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | N
                 counts[q.suite] += 1
             top = max(counts, key=lambda s: counts[s])
             qs = [q for q in qs if q.suite == top]
-        ctx = _context(contexts.get(m.sha256, []))
+        ctx = _context(context_trials(store, m.sha256, host))  # alone: split trials are not the host's
         cfg_rt = bt.result.config if bt else RuntimeConfig()
         pred = _predicted(m, cfg_rt, ctx.stable_ctx if ctx and ctx.stable_ctx else 4096)
         out.append(
@@ -126,6 +161,7 @@ def gather(cfg: Config, store: Store, suite: str | None = None, *, host: str | N
                 predicted_memory=pred,
             )
         )
+        out += _split_candidates(store, m, host, out[-1])
     for target, qs in quality.items():  # remote backends: only quality (and its latency) is known
         backend = target.split(":")[0]
         if backend not in {b.name for b in cfg.backends}:

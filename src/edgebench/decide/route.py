@@ -341,6 +341,12 @@ def _route(uc: UseCase, pool: list[_Model], b: Budgets, rk: dict[str, tuple[floa
 
 
 def _describe(c: _Scored, uc: UseCase) -> str:
+    text = _describe_measured(c, uc)
+    note = c[0].e.latency_note  # a split candidate's latency is its model's, scaled: say so
+    return f"{text} (latency {note})" if note else text
+
+
+def _describe_measured(c: _Scored, uc: UseCase) -> str:
     x, v, lo, hi = c
     if uc.metric == "category" and uc.category:
         cat = x.cat(uc.category)

@@ -46,7 +46,7 @@ class Budgets(BaseModel):
     latency_s: float
     quality_latency_s: float
     ram_reserve_mib: int
-    ram_total_mib: int | None
+    ram_total_mib: int | None = None
     tool_call_floor: float
     context_floor: int
     tool_refusal_max: float
@@ -62,7 +62,7 @@ class MapLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     role: Role
-    model: str | None  # None: no model qualifies (the because says why)
+    model: str | None = None  # None: no model qualifies (the because says why)
     because: str
     numbers: dict[str, int | float | str]
 
@@ -95,7 +95,7 @@ class Closest(BaseModel):
 
     model: str
     backend: str
-    score: float | None  # the use case's metric, when measured
+    score: float | None = None  # the use case's metric, when measured
     misses: list[str]  # "tool_call 0.12 < floor 0.50", "latency 14.2 s > 10 s budget", …
 
 
@@ -104,8 +104,8 @@ class Route(BaseModel):
 
     use_case: str
     metric: str
-    primary: Choice | None
-    backup: Choice | None
+    primary: Choice | None = None
+    backup: Choice | None = None
     why: str
     closest: Closest | None = None  # only when no model qualifies
 
@@ -134,7 +134,7 @@ class NotMeasured(BaseModel):
 class Routing(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    suite: str | None
+    suite: str | None = None
     budgets: Budgets
     model_map: list[MapLine]
     bigger_not_better: list[Flag]

@@ -10,10 +10,15 @@ recommended. It is assembled from what the sweep and the context probe stored on
   ubatch: one-token steps cannot use it);
 - the largest context the context probe proved stable for that KV type and flash-attention mode,
   else a default context that says it is one.
+
+A model measured split over RPC workers is another candidate with its own spec (`split_name`):
+its rows, races and context trials are the split ones for that worker set only, never the host's.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -32,10 +37,13 @@ from edgebench.store import Store
 __all__ = [
     "DEFAULT_CTX",
     "ServingSpec",
+    "context_trials",
     "decided_best",
     "host_default_config",
     "serving_runtime",
     "serving_spec",
+    "split_name",
+    "split_sets",
     "stored_results",
 ]
 
@@ -93,14 +101,44 @@ def decided_best(
     """The newest stored race's winner for `kind` at depth 0 on this host (None: any host); else
     the best mean of `results`."""
     race = None
+    points = {r.point for r in results}  # a race among other candidates' configs (split) is not ours
     for row in store.rows(DECISION_STAGE, model_sha256):  # oldest first: the last one is the newest
         here = host_fingerprint is None or row.provenance.host_fingerprint == host_fingerprint
         if here and row.version == DECISION_VERSION:
             o = RaceOutcome.model_validate(row.record)
-            if o.kind == kind and o.depth == 0:
+            if o.kind == kind and o.depth == 0 and o.winner in points:
                 race = o
     b = decided(results, race) if race is not None else None
     return b or best_of(results, kind, 0)
+
+
+def split_name(model: str, rpc: Sequence[str]) -> str:
+    """The candidate name of `model` with its offloaded layers on the workers `rpc` (in order)."""
+    return f"{model}@{'+'.join(rpc)}"
+
+
+def split_sets(
+    store: Store, model_sha256: str, host_fingerprint: str | None
+) -> dict[tuple[str, ...], list[ThroughputResult]]:
+    """This host's split measurements of a model, by worker set: each set is its own candidate."""
+    out: dict[tuple[str, ...], list[ThroughputResult]] = defaultdict(list)
+    for r in stored_results(store, model_sha256, host_fingerprint, split=True):
+        if not r.transient:
+            out[r.config.rpc].append(r)
+    return dict(out)
+
+
+def context_trials(
+    store: Store, model_sha256: str, host_fingerprint: str | None, rpc: tuple[str, ...] = ()
+) -> list[ContextTrial]:
+    """Context trials of this model on this host with exactly the worker set `rpc` (() = alone)."""
+    out = []
+    for r in store.rows(CONTEXT_STAGE, model_sha256):
+        if host_fingerprint is not None and r.provenance.host_fingerprint != host_fingerprint:
+            continue
+        if tuple((r.params.get("runtime") or {}).get("rpc") or ()) == rpc:
+            out.append(ContextTrial.model_validate(r.record))
+    return out
 
 
 def serving_runtime(
@@ -133,25 +171,29 @@ def _proven(trials: list[ContextTrial], cfg: RuntimeConfig) -> ContextTrial | No
     return max(ok, key=lambda t: t.ctx) if ok else None
 
 
-def serving_spec(store: Store, model: ModelInfo, host: HostInfo) -> ServingSpec:
-    """The spec from this host's stored rows (sweep, context probe); defaults say they are."""
-    results = [r for r in stored_results(store, model.sha256, host.fingerprint) if not r.transient]
+def serving_spec(store: Store, model: ModelInfo, host: HostInfo, rpc: tuple[str, ...] = ()) -> ServingSpec:
+    """The spec from this host's stored rows (sweep, context probe); defaults say they are. With
+    `rpc`: the model split over those workers, from its split rows (named by `split_name`)."""
+    if rpc:
+        results = split_sets(store, model.sha256, host.fingerprint).get(rpc, [])
+    else:
+        results = [r for r in stored_results(store, model.sha256, host.fingerprint) if not r.transient]
     bt = decided_best(store, results, "tg", model.sha256, host.fingerprint)
     bp = decided_best(store, results, "pp", model.sha256, host.fingerprint)
-    cfg = serving_runtime(bt.result if bt else None, bp.result if bp else None, host_default_config(host))
+    default = host_default_config(host)
+    if rpc:  # not measured yet: every layer on the workers, llama.cpp splitting by free memory
+        default = default.model_copy(update={"rpc": rpc, "ngl": -1})
+    cfg = serving_runtime(bt.result if bt else None, bp.result if bp else None, default)
     sources = []
+    if rpc:
+        sources.append(f"layers on RPC workers {', '.join(rpc)} (split measurements only)")
     if bt is None:
         sources.append(f"threads: host default ({cfg.threads}: every big core); not swept yet")
     else:
         sources.append(f"decode winner of the sweep: {bt.result.config.label()}")
         if bp is not None:
             sources.append(f"threads_batch and ubatch: prefill winner {bp.result.config.label()}")
-    trials = [
-        ContextTrial.model_validate(r.record)
-        for r in store.rows(CONTEXT_STAGE, model.sha256)
-        if r.provenance.host_fingerprint == host.fingerprint
-    ]
-    proven = _proven(trials, cfg)
+    proven = _proven(context_trials(store, model.sha256, host.fingerprint, rpc), cfg)
     source: CtxSource
     if proven is not None:
         cfg, source = cfg.model_copy(update={"ctx": proven.ctx}), "context probe"
@@ -160,7 +202,7 @@ def serving_spec(store: Store, model: ModelInfo, host: HostInfo) -> ServingSpec:
         cfg, source = cfg.model_copy(update={"ctx": min(DEFAULT_CTX, model.ctx_train)}), "default"
         sources.append(f"context {cfg.ctx}: default, not probed at kv {cfg.cache_type_k} fa {cfg.flash_attn}")
     return ServingSpec(
-        model=model.name,
+        model=split_name(model.name, rpc) if rpc else model.name,
         model_path=model.path,
         model_sha256=model.sha256,
         chat_template=model.chat_template,
@@ -170,7 +212,7 @@ def serving_spec(store: Store, model: ModelInfo, host: HostInfo) -> ServingSpec:
         pp_ts=bp.result.mean_ts if bp else None,
         tg_ts=bt.result.mean_ts if bt else None,
         load_s=(proven.load_ms or 0) / 1000 if proven and proven.load_ms is not None else None,
-        peak_rss_mib=proven.peak_rss_mib if proven else None,
+        peak_rss_mib=proven.peak_rss_mib if proven else None,  # the head's own, when split
         build_id=bt.result.build_id if bt else None,
         host_fingerprint=host.fingerprint,
     )

@@ -17,7 +17,7 @@ from edgebench.decide.rank import Ranking, rank
 from edgebench.decide.route import route
 from edgebench.decide.routing import Routing
 from edgebench.host.probe import HostInfo
-from edgebench.measure.serving import ServingSpec, serving_spec
+from edgebench.measure.serving import ServingSpec, serving_spec, split_sets
 from edgebench.models.registry import list_models
 from edgebench.runtime.locate import Runtime
 from edgebench.store import Store
@@ -39,8 +39,15 @@ class Decision(BaseModel):
 
 
 def serving_specs(store: Store, host: HostInfo) -> dict[str, ServingSpec]:
-    """Every registered model's serving spec on `host` (measure.serving)."""
-    return {m.name: serving_spec(store, m, host) for m in list_models(store)}
+    """Every registered model's serving spec on `host` (measure.serving), and one per worker set
+    it was measured split over (named by split_name: the gateway starts it with those workers)."""
+    out = {}
+    for m in list_models(store):
+        out[m.name] = serving_spec(store, m, host)
+        for rpc in split_sets(store, m.sha256, host.fingerprint):
+            s = serving_spec(store, m, host, rpc)
+            out[s.model] = s
+    return out
 
 
 def rank_only(cfg: Config, store: Store, suite: str | None, host_fingerprint: str) -> Ranking:

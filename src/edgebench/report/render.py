@@ -391,13 +391,22 @@ def _provenance(ev: list[ModelEvidence], provenance: dict[str, Any]) -> Section:
     if hosts:
         info.setdefault("host fingerprints (from the rows)", ", ".join(hosts))
     tables = [Table(headers=["what", "value"], rows=[[k, v] for k, v in info.items()])]
-    models = [[e.name, e.backend, e.quant or "—", e.sha256, "yes" if e.requantized else "no"] for e in ev]
+    models = [
+        [e.name, e.backend, e.quant or "—", e.sha256, "yes" if e.requantized else "no", _model_note(e)]
+        for e in ev
+    ]
     if models:
-        tables.append(
-            Table(title="Models", headers=["model", "backend", "quant", "sha256", "requantized"], rows=models)
-        )
+        heads = ["model", "backend", "quant", "sha256", "requantized", "note"]
+        tables.append(Table(title="Models", headers=heads, rows=models))
     intro = "Where every number came from: the llama.cpp build, the host, the model files, this edgebench."
     return Section(id="provenance", title="Provenance", intro=intro, tables=tables)
+
+
+def _model_note(e: ModelEvidence) -> str:
+    if e.split_of is None:
+        return ""
+    note = f"{e.split_of} with its offloaded layers on RPC workers {', '.join(e.rpc)}"
+    return f"{note}; quality is {e.split_of}'s, latency {e.latency_note or 'not known'}"
 
 
 def build_sections(

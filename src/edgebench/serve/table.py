@@ -161,8 +161,8 @@ def _tier(r: Route) -> Tier:
 def table_from_routing(
     routing: Routing, source: Path, cfg: Config, store: Store | None, host: HostInfo | None
 ) -> ServeTable:
-    infos = {m.name: m for m in list_models(store)} if store is not None else {}
-    models = {n: _served(s, infos.get(n), host) for n, s in routing.serving.items()}
+    infos = {m.sha256: m for m in list_models(store)} if store is not None else {}
+    models = {n: _served(s, infos.get(s.model_sha256), host) for n, s in routing.serving.items()}
     models.update(_remote(cfg))
     if not models:
         raise ConfigError(f"routing file {source}: serves no model (no serving specs, no [[backends]])")
