@@ -85,3 +85,18 @@ def test_a_real_busy_neighbour_is_seen() -> None:
         hog.kill()
         hog.wait()
     assert b is not None and b >= 0.7, b
+
+
+def test_the_sweep_says_when_its_threads_exceed_the_spare_cores(capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from edgebench.cli._sweep import busy_notice
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy_notice(os.cpu_count() or 1)  # every core asked for, one of them taken
+    finally:
+        hog.kill()
+        hog.wait()
+    err = capsys.readouterr().err
+    assert "host busy: other processes keep" in err and "will measure that load" in err
