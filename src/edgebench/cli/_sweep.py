@@ -182,6 +182,8 @@ def render_outcome(o: SweepReport, bw: float | None) -> None:
             status += " [yellow]drift↓[/yellow]"
         if r.throttled:
             status += " [yellow]throttled[/yellow]"
+        if r.contended:
+            status += " [yellow]contended[/yellow]"
         t.add_row(
             str(p.threads),
             p.cpus.name,
@@ -213,6 +215,12 @@ def render_outcome(o: SweepReport, bw: float | None) -> None:
         console.print(
             f"thermal gating: {o.throttled_rows} rows had a process start hot or clock-capped "
             "after the wait ran out (flagged 'throttled')",
+            highlight=False,
+        )
+    if o.contended_rows:
+        console.print(
+            f"busy host: {o.contended_rows} rows had a process share the cores its threads needed with "
+            "other processes (flagged 'contended': the figures are this busy host's, not the config's alone)",
             highlight=False,
         )
     if bw:
@@ -266,6 +274,11 @@ def _race_lines(race: RaceOutcome) -> None:
         console.print(f"    close but not raced (cap): {', '.join(race.not_raced[:3])}", highlight=False)
     if race.throttled_processes:
         console.print(f"    {race.throttled_processes} race processes started throttled", highlight=False)
+    if race.contended_processes:
+        console.print(
+            f"    {race.contended_processes} race processes shared their cores with other processes",
+            highlight=False,
+        )
 
 
 def _ratio(x: float | None) -> str:

@@ -54,6 +54,10 @@ class GateCheck(BaseModel):
     waited_s: float
     throttled: bool  # the wait ran out with the host still hot or capped
     why: str  # what was still wrong when it ran out ("" when cool)
+    # measured over the process itself (host/busy.py): cores other processes kept busy (on its CPUs
+    # when pinned), and whether they took cores its threads needed (None: not measured)
+    others_cores: float | None = None
+    contended: bool = False
 
 
 def problems(s: ClockState, st: GateSettings) -> list[str]:

@@ -14,7 +14,9 @@ config measured in the better minute wins. The race removes the minute from the 
   difference's CI above 0) leaves the race; the last one left wins. After `max_rounds` the ones left
   are a declared tie, picked by the stated rule: fewer threads, then less memory (peak RSS within
   2 % counts as equal), then the search's order;
-- a pair where one process started throttled and the other cool (measure.gate) is not compared.
+- a pair where one process started throttled and the other cool (measure.gate) is not compared;
+  processes that shared the cores their threads needed with other processes (host/busy.py) are
+  counted and said: on a busy host that is the host's speed for that config, not a fluke.
 
 Every round is a stored row (stage `race-round`, never mixed with the per-point `throughput`
 rows) committed when the round ends, and the decision is stored too (stage `race`: what the
@@ -157,6 +159,7 @@ class RaceOutcome(BaseModel):
     tied: list[str]  # the others left at the end of a tie
     race_means: dict[str, float]  # mean of each finalist's process means in the race (shown only)
     throttled_processes: int
+    contended_processes: int = 0  # shared the cores their threads needed with other processes
     build_id: str
     host_fingerprint: str
     measured_at: str
@@ -392,6 +395,7 @@ class _Race:
             tied=[x for x in active if x != win] if decision == "tie" else [],
             race_means=means,
             throttled_processes=sum(e.gate.throttled for rd in rounds for e in rd.entries),
+            contended_processes=sum(e.gate.contended for rd in rounds for e in rd.entries),
             build_id=self.m.runtime.build_id,
             host_fingerprint=self.m.host.fingerprint,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),

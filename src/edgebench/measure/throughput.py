@@ -8,11 +8,14 @@ Repetitions are adaptive and come in processes: at least `min_processes` llama-b
 `reps_per_process` repetitions, then more processes while the 95 % CI over the process means is
 wider than the target (default ±3 %), up to a cap on repetitions (see stats.summarize_groups).
 Before every process the thermal gate (measure.gate) waits until the host is cool; a process that
-still started hot or clock-capped flags its row `throttled`.
+still started hot or clock-capped flags its row `throttled`. Over every process, the cores other
+processes kept busy are measured (host/busy.py); when they took cores the process's threads needed,
+its row is flagged `contended`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from edgebench.host.busy import contended, others_cores, window
 from edgebench.host.probe import HostInfo, probe_host
 from edgebench.measure.gate import GateCheck, GateSettings, ThermalGate
 from edgebench.measure.roofline import decode_bytes_per_token, decode_efficiency
@@ -92,6 +96,7 @@ class ThroughputResult(BaseModel):
     # One thermal-gate check per process (empty in rows stored before gating existed).
     gates: list[GateCheck] = []
     throttled: bool = False  # some process started hot or clock-capped after the gate's wait ran out
+    contended: bool = False  # some process shared the cores its threads needed with other processes
     # Our timeout or the environment, not the config: shown, never reused (the next run retries).
     transient: bool = False
     bench_row: dict[str, Any] | None  # llama-bench's own JSON row (all samples merged), for export
@@ -188,6 +193,7 @@ class PointMeasurer:
     def process(self, cfg: RuntimeConfig, test: BenchTest, reps: int) -> tuple[BenchOutcome, GateCheck]:
         """One gated llama-bench process: wait until the host is cool, then run `reps` repetitions."""
         gate = self.gate.wait(cfg.cpus)
+        w = window(cfg.cpus)
         out = run_bench(
             self.runtime,
             self.model.path,
@@ -196,7 +202,11 @@ class PointMeasurer:
             timeout_s=self.settings.timeout_s,
             rss_limit_mib=self.settings.rss_limit_mib,
         )
-        return out, gate
+        others = others_cores(w, out.cpu_s) if out.cpu_s > 0 else None  # unreaped: not known
+        ncpu = len(cfg.cpus) if cfg.cpus is not None else os.cpu_count() or 1
+        busy = {"others_cores": round(others, 2) if others is not None else None,
+                "contended": contended(others, cfg.threads, ncpu)}  # fmt: skip
+        return out, gate.model_copy(update=busy)
 
     def _run(self, point: Point, test: BenchTest) -> ThroughputResult:
         cfg = point.runtime()
@@ -315,6 +325,7 @@ class PointMeasurer:
             drift=kind == "tg" and monotonic_drift(samples),
             gates=gates,
             throttled=any(g.throttled for g in gates),
+            contended=any(g.contended for g in gates),
             transient=status in TRANSIENT,
             bench_row=bench_row,
             build_id=self.runtime.build_id,

@@ -47,6 +47,7 @@ class SweepReport(BaseModel):
     results: list[ThroughputResult]
     gated: bool  # processes waited for a cool host (False: no sensors, or gating off)
     throttled_rows: int  # rows with a process that started hot or clock-capped anyway
+    contended_rows: int = 0  # rows with a process that shared the cores its threads needed
 
     @classmethod
     def of(cls, m: ModelInfo, o: SweepOutcome, check: ServerCheck | None, gated: bool) -> SweepReport:
@@ -72,6 +73,7 @@ class SweepReport(BaseModel):
             results=o.results,
             gated=gated,
             throttled_rows=sum(r.throttled for r in o.results),
+            contended_rows=sum(r.contended for r in o.results),
         )
 
 

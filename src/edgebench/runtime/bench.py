@@ -59,6 +59,7 @@ class BenchOutcome(BaseModel):
     runs: list[BenchRun]
     peak_rss_mib: float
     wall_s: float
+    cpu_s: float = 0.0  # its own CPU seconds: what the CPUs did besides it is someone else's
 
 
 # No CPU or GPU decodes or prefills a billion tokens a second: beyond that the number is garbage.
@@ -195,6 +196,7 @@ def run_bench(
         runs=runs,
         peak_rss_mib=round(res.peak_rss_mib, 1),
         wall_s=round(res.wall_s, 3),
+        cpu_s=res.cpu_s,
     )
 
 

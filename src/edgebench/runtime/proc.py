@@ -90,6 +90,7 @@ class ProcResult(BaseModel):
     peak_rss_mib: float
     peak_anon_mib: float = 0.0  # anonymous resident memory (not file-backed): see RssSampler
     peak_swap_mib: float = 0.0  # the process's own pages in swap
+    cpu_s: float = 0.0  # its user + system CPU seconds (the kernel's, at reaping; 0 when not reaped)
 
     @property
     def ok(self) -> bool:
@@ -431,17 +432,18 @@ def _own_rss_mib() -> float:
         return 0.0
 
 
-def _reap(proc: subprocess.Popen[str]) -> float:
+def _reap(proc: subprocess.Popen[str]) -> tuple[float, float]:
     """Reap the exited leader ourselves, for the kernel's accounting of it: returns ru_maxrss in
-    MiB (its own peak and that of the descendants it waited for). Popen is told the status."""
+    MiB (its own peak and that of the descendants it waited for) and its user + system CPU
+    seconds. Popen is told the status."""
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except ChildProcessError:  # already reaped (by Popen): no usage to read
         proc.poll()
-        return 0.0
+        return 0.0, 0.0
     proc.returncode = os.waitstatus_to_exitcode(status)
     # Linux reports KiB, macOS bytes.
-    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), usage.ru_utime + usage.ru_stime
 
 
 class _Output:
@@ -551,7 +553,7 @@ def run(
     out: _Output | None = None
     pidfd = _pidfd(proc.pid)
     timed_out = exited = reaped = False
-    kernel_peak = 0.0
+    kernel_peak = cpu_s = 0.0
     try:
         sampler.start()
         log = log_file.open("w") if log_file is not None else None
@@ -591,7 +593,7 @@ def run(
             out.pump(wait)
         sampler.stop()  # before reaping: the sampler may still signal the group
         if exited:
-            kernel_peak = _reap(proc)
+            kernel_peak, cpu_s = _reap(proc)
             reaped = True
     finally:
         sampler.stop()
@@ -624,4 +626,5 @@ def run(
         peak_rss_mib=max(sampler.peak_mib, kernel_peak if kernel_peak > inherited else 0.0),
         peak_anon_mib=sampler.peak_anon_mib,
         peak_swap_mib=sampler.peak_swap_mib,
+        cpu_s=cpu_s,
     )
