@@ -135,8 +135,8 @@ def test_a_worker_dying_mid_run_is_a_stored_failure(runtime: Runtime, model: Pat
     st.migrate()
     host, info = probe_host(), read_model_info(model)
     with (
-        RpcWorker(runtime, "127.0.0.1", 50301, threads=1) as a,
-        RpcWorker(runtime, "127.0.0.1", 50302, threads=1) as b,
+        RpcWorker(runtime, "127.0.0.1", 23301, threads=1) as a,
+        RpcWorker(runtime, "127.0.0.1", 23302, threads=1) as b,
     ):
         cfg = RuntimeConfig(threads=2, ngl=99, rpc=(a.endpoint, b.endpoint), tensor_split=(1, 1))
         killer = threading.Timer(3.0, b.kill)
@@ -188,8 +188,8 @@ def test_sweep_splits_over_workers_and_stores_them(
 ) -> None:
     """`sweep --rpc`: every point runs with its layers on the workers; the rows say which."""
     with (
-        RpcWorker(runtime, "127.0.0.1", 50291, threads=1) as a,
-        RpcWorker(runtime, "127.0.0.1", 50292, threads=1) as b,
+        RpcWorker(runtime, "127.0.0.1", 23291, threads=1) as a,
+        RpcWorker(runtime, "127.0.0.1", 23292, threads=1) as b,
     ):
         eps = f"{a.endpoint},{b.endpoint}"
         args = ["--threads", "1", "--kv", "f16", "--fa", "off", "--search", "grid", "--no-server-check"]
@@ -232,8 +232,8 @@ def test_context_probe_runs_split_over_workers(
     """`context --rpc`: the stable-context probe loads and fills llama-server with the layers on the
     workers; the stored trial's config names them."""
     with (
-        RpcWorker(runtime, "127.0.0.1", 50331, threads=1) as a,
-        RpcWorker(runtime, "127.0.0.1", 50332, threads=1) as b,
+        RpcWorker(runtime, "127.0.0.1", 23331, threads=1) as a,
+        RpcWorker(runtime, "127.0.0.1", 23332, threads=1) as b,
     ):
         args = [
             "--ctx",
@@ -259,8 +259,8 @@ def test_a_split_candidate_is_routed_and_served_with_its_workers(
     """sweep --rpc → route: the split is its own candidate with a serving spec naming its workers;
     the gateway starts llama-server with them and serves a completion under the split's name."""
     with (
-        RpcWorker(runtime, "127.0.0.1", 50341, threads=1, log_file=tmp_path / "w0.log") as a,
-        RpcWorker(runtime, "127.0.0.1", 50342, threads=1, log_file=tmp_path / "w1.log") as b,
+        RpcWorker(runtime, "127.0.0.1", 23341, threads=1, log_file=tmp_path / "w0.log") as a,
+        RpcWorker(runtime, "127.0.0.1", 23342, threads=1, log_file=tmp_path / "w1.log") as b,
     ):
         eps = (a.endpoint, b.endpoint)
         args = ["--threads", "1", "--kv", "f16", "--fa", "off", "--search", "grid", "--no-server-check"]

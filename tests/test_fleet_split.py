@@ -62,8 +62,8 @@ def test_the_printed_split_loads_on_real_workers(runtime: Runtime, tmp_path: Pat
     cfg = RuntimeConfig(threads=2, ctx=512)
     full = plan_split(info, cfg, head_usable_mib=10_000, workers=[]).one_host_mib
     with (
-        RpcWorker(runtime, "127.0.0.1", 50311, threads=1) as a,
-        RpcWorker(runtime, "127.0.0.1", 50312, threads=1) as b,
+        RpcWorker(runtime, "127.0.0.1", 23311, threads=1) as a,
+        RpcWorker(runtime, "127.0.0.1", 23312, threads=1) as b,
     ):
         # the head holds all but ~2 layers; the workers share the rest
         sp = plan_split(
@@ -107,7 +107,7 @@ def test_the_head_asks_each_worker_its_memory(
         "edgebench",
         "worker",
         "--port",
-        "50321",
+        "23321",
         "--threads",
         "1",
         "--mem-cap-mib",
@@ -119,18 +119,39 @@ def test_the_head_asks_each_worker_its_memory(
         probe = None
         while probe is None and time.monotonic() < deadline and p.poll() is None:
             try:
-                probe = httpx.get("http://127.0.0.1:50322/host", timeout=1).json()
+                probe = httpx.get("http://127.0.0.1:23322/host", timeout=1).json()
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert probe is not None, p.communicate(timeout=10)
-        assert probe["usable_mib"] == 900 and probe["fingerprint"] and probe["rpc"] == "127.0.0.1:50321"
-        assert fetch_probe("127.0.0.1:50321")["usable_mib"] == 900
-        r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:50321", "--budget-gib", "0.3")
+        assert probe["usable_mib"] == 900 and probe["fingerprint"] and probe["rpc"] == "127.0.0.1:23321"
+        assert fetch_probe("127.0.0.1:23321")["usable_mib"] == 900
+        r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:23321", "--budget-gib", "0.3")
         assert r.code == 0, r.stderr
         assert "/ 900" in r.stdout  # the worker's own figure
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=30)
     assert p.returncode == 0
-    r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:50321", "--budget-gib", "0.3")
+    r = cli(monkeypatch, "plan", str(gemma_path), "--rpc", "127.0.0.1:23321", "--budget-gib", "0.3")
     assert "no host probe" in r.error_line()  # gone: say so, and how to give the figure instead
+
+
+def test_a_worker_whose_probe_port_is_taken_says_so_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import psutil
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    probe_port = taken.getsockname()[1]
+    try:
+        r = cli(monkeypatch, "worker", "--port", str(probe_port - 1), "--threads", "1")
+    finally:
+        taken.close()
+    line = r.error_line()
+    assert r.code != 0 and f"host probe 127.0.0.1:{probe_port}: cannot listen" in line, r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "rpc-server"]

@@ -46,10 +46,11 @@ def worker(
     if mem_cap_mib is not None:
         usable = min(usable, mem_cap_mib)
     record = {**info.model_dump(mode="json"), "usable_mib": usable, "rpc": f"{host}:{port}"}
+    probe = ProbeServer(host, port + 1, record)  # binds now: a taken port stops us before rpc-server starts
     with (
+        probe,
         RpcWorker(runtime, host, port, threads=threads or info.n_cpus, expose=expose, mem_cap_mib=mem_cap_mib,
                   cache_dir=cache_dir, log_file=log) as w,
-        ProbeServer(host, port + 1, record),
     ):  # fmt: skip
         console.print(f"rpc worker on {w.endpoint} (log {log}); the head: --rpc {w.endpoint}")
         console.print(f"host probe: http://{host}:{port + 1}/host ({usable:.0f} MiB usable)")

@@ -42,7 +42,13 @@ class ProbeServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # no access log on the worker's terminal
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # bound here, before rpc-server starts: nothing to undo
+            raise ConfigError(
+                f"host probe {host}:{port}: cannot listen ({exc.strerror or exc}); the worker needs its "
+                "port and the next one: choose another --port"
+            ) from None
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> ProbeServer:
