@@ -48,7 +48,8 @@ def one(client: httpx.Client, url: str, path: str, body: dict[str, object]) -> t
         RETRIES[url] = RETRIES.get(url, 0) + 1  # the TTFT keeps the failed attempt: the user waited
         r = client.send(req, stream=True)
     try:
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status_code}: {r.read().decode(errors='replace')[:300]}")
         for line in r.iter_lines():
             if not line.startswith("data: {"):
                 continue

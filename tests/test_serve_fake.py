@@ -34,6 +34,8 @@ async def _fake_chat(request: Request) -> Response:
     mode = body["messages"][-1]["content"]
     if mode == "500":
         return JSONResponse({"error": {"message": "boom"}}, 500)
+    if mode == "silent":  # accepts the request, then no byte of an answer, not even its head
+        await asyncio.sleep(3)
     if not body.get("stream"):
         return JSONResponse(
             {
@@ -146,6 +148,23 @@ def test_cut_stream_and_stall_end_with_an_error_event(tmp_path: Path) -> None:
                     raise AssertionError("the client must see the error")
                 except openai.APIError as exc:
                     assert "stalled" in str(exc) or "without [DONE]" in str(exc)
+
+
+def test_a_backend_that_never_answers_its_head_is_cut_and_falls_back(tmp_path: Path) -> None:
+    # llama-server sends a stream's head with its first chunk: the wait for the head is bounded
+    # like the first token's (it once had no bound at all), streamed or not, on primary and backup
+    with (
+        fake_upstream() as up,
+        gateway(_table(up), None, tmp_path, stall_floor_s=0.5) as (url, gw),
+        httpx.Client(timeout=30) as c,
+    ):
+        for name in ("r1", "r2"):  # measured: first byte within max(stall, 3 × predicted + floor)
+            gw.pool.slots[name].speed.pp_ts, gw.pool.slots[name].speed.tg_ts = 1000.0, 100.0
+        for stream, says in ((True, "no first token within"), (False, "no answer within")):
+            r = _post(c, url, "silent", stream=stream, max_tokens=8)
+            assert r.status_code == 502, r.text
+            # r1, then its backup r2, each cut at its bound (~0.8 s): after 3 s the fake answers 200
+            assert r.json()["error"]["message"].count(says) == 2, r.text
 
 
 def test_declared_context_limit_moves_to_backup_or_refuses(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -43,6 +42,7 @@ from edgebench.serve.pool import Lease, NoRoom, Pool, QueueFull, StartFailed
 from edgebench.serve.predict import Prediction, prompt_chars
 from edgebench.serve.route import BENCHMARK_FIELD, Decision, RouteError, resolve
 from edgebench.serve.table import Memory, Served, ServeTable
+from edgebench.serve.upstream import Upstream, UpstreamError, UpstreamTimeout
 from edgebench.serve.workbench import ControlError, Results, Workbench, runtime_with
 from edgebench.textsafe import one_line
 
@@ -75,17 +75,6 @@ class _HTTPError(Exception):
     def __init__(self, status: int, msg: str, cls: str, retry_after_s: float | None = None) -> None:
         super().__init__(msg)
         self.status, self.msg, self.cls, self.retry_after_s = status, msg, cls, retry_after_s
-
-
-async def _send(http: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
-    """Send and wait for the response's head (the body is the caller's to read), once more when a
-    pooled connection turned out closed (the pool discards it): llama-server (cpp-httplib) drops
-    idle keep-alive connections, and a request that raced that close got no byte of an answer.
-    Only the head is retried: a body cut later is a broken reply, never sent twice."""
-    try:
-        return await http.send(req, stream=True)
-    except httpx.RemoteProtocolError:
-        return await http.send(req, stream=True)
 
 
 class _Upstream(Exception):
@@ -188,7 +177,7 @@ class Gateway:
             on_evict=lambda name: self.metrics.evictions.labels(name).inc(),
         )
         self.metrics = Metrics(self.pool)
-        self._http: httpx.AsyncClient | None = None
+        self._http = Upstream()
         self._tasks: set[asyncio.Task[None]] = set()
         self.results = results
         self.workbench = Workbench(self, results)
@@ -204,8 +193,7 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10), limits=limits)
+        await self._http.start()
         reaper = asyncio.create_task(self._reap())
         try:
             yield
@@ -216,7 +204,7 @@ class Gateway:
             for t in list(self._tasks):
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await t
-            await self._http.aclose()
+            await self._http.close()
             await self.pool.close()
 
     async def _reap(self) -> None:
@@ -585,35 +573,24 @@ class Gateway:
         chars: int,
         t0: float,
     ) -> Response:
-        assert self._http is not None
         first, _ = self._timeouts(lease, pred)
-        req = self._http.build_request(
-            "POST",
-            lease.base_url + path,
-            json=body,
-            headers=up_headers,
-            timeout=httpx.Timeout(first, connect=10),
-        )
         try:
-            r = await _send(self._http, req)
-            try:
-                await r.aread()
-            finally:
-                await r.aclose()
-        except httpx.TimeoutException as exc:
+            r = await self._http.post(lease.base_url + path, body, up_headers, read_timeout_s=first)
+            content = await self._http.read(r)
+        except UpstreamTimeout as exc:
             await self.pool.restart_after_stall(lease.name)
             raise _Upstream(f"no answer within {first:.0f} s") from exc
-        except httpx.HTTPError as exc:
-            raise _Upstream(f"connection failed: {type(exc).__name__}") from exc
-        if r.status_code >= 500 or (r.status_code == 400 and b"context" in r.content):
-            raise _Upstream(f"HTTP {r.status_code}: {r.text[:200]}")
+        except UpstreamError as exc:
+            raise _Upstream(str(exc)) from exc
+        if r.status >= 500 or (r.status == 400 and b"context" in content):
+            raise _Upstream(f"HTTP {r.status}: {content[:200].decode(errors='replace')}")
         with contextlib.suppress(ValueError):
-            doc = r.json()
+            doc = json.loads(content)
             if isinstance(doc, dict):
                 self._refit(lease, chars, doc)
-        self._record(lease.name, r.status_code, headers["x-edgebench-route"], t0, pred)
+        self._record(lease.name, r.status, headers["x-edgebench-route"], t0, pred)
         ctype = r.headers.get("content-type", "application/json")
-        return Response(r.content, r.status_code, headers=headers, media_type=ctype)
+        return Response(content, r.status, headers=headers, media_type=ctype)
 
     async def _stream(
         self,
@@ -627,29 +604,30 @@ class Gateway:
         t0: float,
         stack: AsyncExitStack,
     ) -> Response:
-        assert self._http is not None
         first_s, stall_s = self._timeouts(lease, pred)
-        req = self._http.build_request("POST", lease.base_url + path, json=body, headers=up_headers)
-        try:
-            r = await _send(self._http, req)
-        except httpx.HTTPError as exc:
-            raise _Upstream(f"connection failed: {type(exc).__name__}") from exc
-        stack.push_async_callback(r.aclose)
-        if r.status_code >= 400:
-            text = (await r.aread()).decode(errors="replace")
-            if r.status_code >= 500 or (r.status_code == 400 and "context" in text):
-                raise _Upstream(f"HTTP {r.status_code}: {text[:200]}")
-            self._record(lease.name, r.status_code, headers["x-edgebench-route"], t0, pred)
-            return Response(text, r.status_code, headers=headers, media_type="application/json")
-        chunks = r.aiter_raw()
-        try:  # the first chunk arrives before the client has seen a byte: the backup may still take it
+        try:  # the head and first chunk arrive before the client has seen a byte: the backup may take it
             async with asyncio.timeout(first_s):
-                first = await anext(chunks)
+                try:
+                    r = await self._http.post(lease.base_url + path, body, up_headers)
+                    stack.callback(r.release)
+                    if r.status >= 400:
+                        text = (await self._http.read(r)).decode(errors="replace")
+                except UpstreamError as exc:
+                    raise _Upstream(str(exc)) from exc
+                if r.status >= 400:
+                    if r.status >= 500 or (r.status == 400 and "context" in text):
+                        raise _Upstream(f"HTTP {r.status}: {text[:200]}")
+                    self._record(lease.name, r.status, headers["x-edgebench-route"], t0, pred)
+                    return Response(text, r.status, headers=headers, media_type="application/json")
+                try:
+                    first = await self._http.chunk(r)
+                except UpstreamError as exc:
+                    raise _Upstream(f"stream broke before its first byte: {exc}") from exc
         except TimeoutError as exc:
             self._spawn(self.pool.restart_after_stall(lease.name))
             raise _Upstream(f"no first token within {first_s:.0f} s") from exc
-        except (httpx.HTTPError, StopAsyncIteration) as exc:
-            raise _Upstream(f"stream broke before its first byte: {type(exc).__name__}") from exc
+        if not first:
+            raise _Upstream("stream ended before its first byte")
         self.metrics.ttft.labels(lease.name).observe(time.monotonic() - t0)
         route = headers["x-edgebench-route"]
 
@@ -659,9 +637,7 @@ class Gateway:
             while True:
                 try:
                     async with asyncio.timeout(stall_s):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
+                        chunk = await self._http.chunk(r)
                 except TimeoutError:
                     self.metrics.errors.labels(lease.name, "stall").inc()
                     self._spawn(self.pool.restart_after_stall(lease.name))
@@ -670,13 +646,13 @@ class Gateway:
                         f"model {lease.name}: stalled, no token for {stall_s:.1f} s; restarting it", "stall"
                     )
                     return
-                except httpx.HTTPError as exc:
+                except UpstreamError as exc:
                     self.metrics.errors.labels(lease.name, "broken_stream").inc()
                     self._record(lease.name, 502, route, t0, None)
-                    yield sse_error(
-                        f"model {lease.name}: stream broke: {type(exc).__name__}: {exc}", "upstream"
-                    )
+                    yield sse_error(f"model {lease.name}: stream broke: {exc}", "upstream")
                     return
+                if not chunk:
+                    break
                 tail = (tail + chunk)[-8192:]
                 yield chunk
             if b"[DONE]" not in tail:
