@@ -133,6 +133,22 @@ def test_race_picks_the_truly_faster_config_under_drift(tmp_path: Path) -> None:
     assert {r.record["kind"] for r in store.rows(DECISION_STAGE)} == {"pp", "tg"}
 
 
+def test_with_a_race_the_search_screens_each_point_at_the_minimum_of_processes(tmp_path: Path) -> None:
+    # ±10 % between processes: the ±3 % CI target is never met, so a point measured for its own
+    # sake runs until the repetition budget (10 reps, 2 a process: 5 processes); before a race,
+    # which measures its finalists again, the search stops each point at min_processes (3)
+    noisy = "(1 + 0.1 * ((call % 3) - 1))"
+    space = _space([1, 2], ["f16"])
+    runs = {}
+    for name, race in (("alone", None), ("raced", RACE)):
+        (tmp_path / name).mkdir()
+        bench = fake_drifting_bench(tmp_path / name / "calls", "100.0", noisy)
+        runs[name] = _sweep(tmp_path / name, bench, space, race)
+    assert {r.processes for r in runs["alone"].results} == {5}
+    assert {r.processes for r in runs["raced"].results} == {3}
+    assert runs["raced"].best_tg is not None and runs["raced"].best_tg.race is not None
+
+
 def test_equal_configs_are_a_declared_tie_picked_by_fewer_threads(tmp_path: Path) -> None:
     wobble = "(1 + 0.01 * __import__('random').Random(call).gauss(0, 1))"
     bench = fake_drifting_bench(tmp_path / "calls", "100.0", wobble)

@@ -122,11 +122,12 @@ class MeasureSettings(BaseModel):
     gate: GateSettings = GateSettings()
 
 
-def _next_reps(groups: list[list[float]], st: MeasureSettings) -> int:
+def _next_reps(groups: list[list[float]], st: MeasureSettings, screen: bool = False) -> int:
     """Repetitions for the next llama-bench process; 0 when the CI over processes is tight enough
-    (after at least `min_processes`) or the repetition budget is spent."""
+    (after at least `min_processes`) or the repetition budget is spent. `screen`: stop at
+    `min_processes` (a race re-measures the finalists interleaved; the search only proposes them)."""
     left = st.max_reps - sum(len(g) for g in groups)
-    if left <= 0:
+    if left <= 0 or (screen and len(groups) >= st.min_processes):
         return 0
     if len(groups) >= st.min_processes:
         s = summarize_groups(groups)
@@ -177,13 +178,14 @@ class PointMeasurer:
             return None
         return ThroughputResult.model_validate({**row.record, "resumed": True})
 
-    def measure(self, point: Point, test: BenchTest) -> ThroughputResult:
+    def measure(self, point: Point, test: BenchTest, *, screen: bool = False) -> ThroughputResult:
+        """`screen`: `min_processes` processes and no more, whatever the CI (see _next_reps)."""
         cached = self.stored(point, test)
         if cached is not None:
             if self.on_result:
                 self.on_result(cached)
             return cached
-        res = self._run(point, test)
+        res = self._run(point, test, screen)
         self.store.put(STAGE, self.prov, self.params(point, test), res, status=res.status, version=VERSION)
         self.measured += 1
         if self.on_result:
@@ -208,7 +210,7 @@ class PointMeasurer:
                 "contended": contended(others, cfg.threads, ncpu)}  # fmt: skip
         return out, gate.model_copy(update=busy)
 
-    def _run(self, point: Point, test: BenchTest) -> ThroughputResult:
+    def _run(self, point: Point, test: BenchTest, screen: bool = False) -> ThroughputResult:
         cfg = point.runtime()
         st = self.settings
         before = thermal_snapshot(self.sysroot)
@@ -217,7 +219,7 @@ class PointMeasurer:
         rows: list[BenchRun] = []
         gates: list[GateCheck] = []
         status, cause, peak, processes = ExitCause.OK.value, "ok", 0.0, 0
-        reps = _next_reps(groups, st)
+        reps = _next_reps(groups, st, screen)
         while reps > 0:
             out, gate = self.process(cfg, test, reps)
             gates.append(gate)
@@ -236,7 +238,7 @@ class PointMeasurer:
                 break
             rows.extend(out.runs)
             groups.append(list(out.runs[0].samples_ts))
-            reps = _next_reps(groups, st)
+            reps = _next_reps(groups, st, screen)
         after = thermal_snapshot(self.sysroot)
         return self._record(
             point,

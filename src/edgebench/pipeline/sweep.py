@@ -132,16 +132,14 @@ def race_for(cfg: Config, *, light: bool = False) -> RaceSettings | None:
     if not s.race:
         return None
     size, rounds = s.race_size, s.race_max_rounds
-    reps = s.reps_per_process
     if light:
         size, rounds = min(size, cfg.run.race_size), min(rounds, cfg.run.race_max_rounds)
-        reps = 1  # the race's unit is the process (paired per round): one repetition each suffices
     return RaceSettings(
         size=size,
         margin=s.race_margin,
         min_rounds=min(s.race_min_rounds, rounds),
         max_rounds=rounds,
-        reps=reps,
+        reps=s.race_reps,
     )
 
 
