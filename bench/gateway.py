@@ -9,7 +9,10 @@ stream, round by round (8 concurrent requests) at 8 — and are compared pair by
 ratios (gateway ÷ direct) and the gateway's own CPU time.
 
 Goals: decode t/s ratio ≥ 0.99 at 1 stream and ≥ 0.97 at 8; added TTFT p50 ≤ 5 ms.
-Usage: python bench/gateway.py [--rounds 4] [--requests 4] [--max-tokens 64]
+With llama-server on every core (the default) each µs of gateway CPU is taken from its decode
+threads; `--threads` below the core count shows the gateway on a core of its own, as on a board
+whose llama-server runs on its big cores only.
+Usage: python bench/gateway.py [--rounds 4] [--requests 4] [--max-tokens 64] [--threads N]
 """
 
 from __future__ import annotations
@@ -129,9 +132,15 @@ def main() -> None:
         help="per stream per round; 1 stream runs 2 × rounds × requests pairs",
     )
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="llama-server threads (default: every big core); fewer leave the gateway a core of its own",
+    )
     args = ap.parse_args()
     _, host, model = setup()
-    threads = max(1, len(host.big_cpus) or host.n_cpus)
+    threads = args.threads or max(1, len(host.big_cpus) or host.n_cpus)
     cfg = RuntimeConfig(threads=threads, ctx=4096, parallel=8)  # 8 slots: the 8 streams run together
     spec = spec_for(model, cfg)
     path = "/v1/completions"
