@@ -136,16 +136,24 @@ def test_race_picks_the_truly_faster_config_under_drift(tmp_path: Path) -> None:
 def test_with_a_race_the_search_screens_each_point_at_the_minimum_of_processes(tmp_path: Path) -> None:
     # ±10 % between processes: the ±3 % CI target is never met, so a point measured for its own
     # sake runs until the repetition budget (10 reps, 2 a process: 5 processes); before a race,
-    # which measures its finalists again, the search stops each point at min_processes (3)
+    # which measures its finalists again, the search stops each point at min_processes (3), each
+    # process of the race's repetitions (1 here)
     noisy = "(1 + 0.1 * ((call % 3) - 1))"
     space = _space([1, 2], ["f16"])
     runs = {}
-    for name, race in (("alone", None), ("raced", RACE)):
+    for name, race in (("alone", None), ("raced", RACE.model_copy(update={"reps": 1}))):
         (tmp_path / name).mkdir()
         bench = fake_drifting_bench(tmp_path / name / "calls", "100.0", noisy)
         runs[name] = _sweep(tmp_path / name, bench, space, race)
     assert {r.processes for r in runs["alone"].results} == {5}
     assert {r.processes for r in runs["raced"].results} == {3}
+    assert {r.n for r in runs["alone"].results} == {10}
+    assert {r.n for r in runs["raced"].results} == {3}
+    assert all(r.screened for r in runs["raced"].results)
+    # the same store swept again without a race: a screened row is not what that sweep asked for,
+    # so it is measured again to the CI target rather than resumed
+    again = _sweep(tmp_path / "raced", bench, space, None)
+    assert {(r.processes, r.screened, r.resumed) for r in again.results} == {(5, False, False)}
     assert runs["raced"].best_tg is not None and runs["raced"].best_tg.race is not None
 
 

@@ -111,7 +111,7 @@ class SweepConfig(_Strict):
     race_margin: float = Field(default=0.10, ge=0, lt=1)  # also race configs this close to the best
     race_min_rounds: int = Field(default=4, ge=2)
     race_max_rounds: int = Field(default=8, ge=2)
-    race_reps: int = Field(default=1, ge=1)  # repetitions per race process (the unit is the process)
+    race_reps: int = Field(default=1, ge=1)  # repetitions per race (and screening) process
     # Thermal gating (measure/gate.py) before each measured process, where the host has sensors.
     gate: bool = True
     gate_temp_c: float = Field(default=70.0, gt=0)

@@ -7,6 +7,9 @@ goes on. Re-running the same sweep finds the stored rows and skips them.
 Repetitions are adaptive and come in processes: at least `min_processes` llama-bench processes of
 `reps_per_process` repetitions, then more processes while the 95 % CI over the process means is
 wider than the target (default ±3 %), up to a cap on repetitions (see stats.summarize_groups).
+A search with a race after it only screens: `min_processes` processes of the race's repetitions,
+whatever the CI; such a row is marked `screened`, and a search that wants the CI target measures
+it again instead of resuming it.
 Before every process the thermal gate (measure.gate) waits until the host is cool; a process that
 still started hot or clock-capped flags its row `throttled`. Over every process, the cores other
 processes kept busy are measured (host/busy.py); when they took cores the process's threads needed,
@@ -97,6 +100,9 @@ class ThroughputResult(BaseModel):
     gates: list[GateCheck] = []
     throttled: bool = False  # some process started hot or clock-capped after the gate's wait ran out
     contended: bool = False  # some process shared the cores its threads needed with other processes
+    # Measured to screen for a race (min_processes, whatever the CI): resumed by a search that
+    # screens too, measured again by one that wants the CI target.
+    screened: bool = False
     # Our timeout or the environment, not the config: shown, never reused (the next run retries).
     transient: bool = False
     bench_row: dict[str, Any] | None  # llama-bench's own JSON row (all samples merged), for export
@@ -122,13 +128,16 @@ class MeasureSettings(BaseModel):
     gate: GateSettings = GateSettings()
 
 
-def _next_reps(groups: list[list[float]], st: MeasureSettings, screen: bool = False) -> int:
+def _next_reps(groups: list[list[float]], st: MeasureSettings, screen_reps: int | None = None) -> int:
     """Repetitions for the next llama-bench process; 0 when the CI over processes is tight enough
-    (after at least `min_processes`) or the repetition budget is spent. `screen`: stop at
-    `min_processes` (a race re-measures the finalists interleaved; the search only proposes them)."""
+    (after at least `min_processes`) or the repetition budget is spent. `screen_reps`: screening
+    (a race re-measures the finalists interleaved; the search only proposes them): `min_processes`
+    processes of that many repetitions, whatever the CI."""
     left = st.max_reps - sum(len(g) for g in groups)
-    if left <= 0 or (screen and len(groups) >= st.min_processes):
+    if left <= 0 or (screen_reps is not None and len(groups) >= st.min_processes):
         return 0
+    if screen_reps is not None:
+        return min(screen_reps, left)
     if len(groups) >= st.min_processes:
         s = summarize_groups(groups)
         if s.mean <= 0 or s.rel_half_width <= st.ci_target:
@@ -178,14 +187,14 @@ class PointMeasurer:
             return None
         return ThroughputResult.model_validate({**row.record, "resumed": True})
 
-    def measure(self, point: Point, test: BenchTest, *, screen: bool = False) -> ThroughputResult:
-        """`screen`: `min_processes` processes and no more, whatever the CI (see _next_reps)."""
+    def measure(self, point: Point, test: BenchTest, *, screen_reps: int | None = None) -> ThroughputResult:
+        """`screen_reps`: `min_processes` processes of that many repetitions, whatever the CI."""
         cached = self.stored(point, test)
-        if cached is not None:
+        if cached is not None and not (cached.screened and screen_reps is None):
             if self.on_result:
                 self.on_result(cached)
             return cached
-        res = self._run(point, test, screen)
+        res = self._run(point, test, screen_reps)
         self.store.put(STAGE, self.prov, self.params(point, test), res, status=res.status, version=VERSION)
         self.measured += 1
         if self.on_result:
@@ -210,7 +219,7 @@ class PointMeasurer:
                 "contended": contended(others, cfg.threads, ncpu)}  # fmt: skip
         return out, gate.model_copy(update=busy)
 
-    def _run(self, point: Point, test: BenchTest, screen: bool = False) -> ThroughputResult:
+    def _run(self, point: Point, test: BenchTest, screen_reps: int | None = None) -> ThroughputResult:
         cfg = point.runtime()
         st = self.settings
         before = thermal_snapshot(self.sysroot)
@@ -219,7 +228,7 @@ class PointMeasurer:
         rows: list[BenchRun] = []
         gates: list[GateCheck] = []
         status, cause, peak, processes = ExitCause.OK.value, "ok", 0.0, 0
-        reps = _next_reps(groups, st, screen)
+        reps = _next_reps(groups, st, screen_reps)
         while reps > 0:
             out, gate = self.process(cfg, test, reps)
             gates.append(gate)
@@ -238,9 +247,9 @@ class PointMeasurer:
                 break
             rows.extend(out.runs)
             groups.append(list(out.runs[0].samples_ts))
-            reps = _next_reps(groups, st, screen)
+            reps = _next_reps(groups, st, screen_reps)
         after = thermal_snapshot(self.sysroot)
-        return self._record(
+        res = self._record(
             point,
             cfg,
             test,
@@ -255,6 +264,7 @@ class PointMeasurer:
             after,
             gates,
         )
+        return res.model_copy(update={"screened": screen_reps is not None})
 
     def _record(
         self,
