@@ -5,7 +5,9 @@ apart can differ by more than either's CI (another tenant's load ends, a board h
 config measured in the better minute wins. The race removes the minute from the comparison:
 
 - finalists are the search's best and the configs within noise or within `margin` of it (the
-  between-minute drift the search cannot see), at most `size`, best first;
+  between-minute drift the search cannot see), at most `size`, best first; and the untuned
+  default (the search's start point: what the user runs without edgebench) whatever its figure,
+  so the pick is never worse beyond noise than not tuning at all;
 - a round runs one llama-bench process per finalist, back to back (A B C), alternating the order
   (A B C, then C B A) so a steady drift favours no position over two rounds;
 - the evidence is the per-round paired difference (stats.paired_difference) — a pair shares its
@@ -13,7 +15,8 @@ config measured in the better minute wins. The race removes the minute from the 
 - from `min_rounds`, after every second round, a finalist that another beats beyond noise (the
   difference's CI above 0) leaves the race; the last one left wins. After `max_rounds` the ones left
   are a declared tie, picked by the stated rule: fewer threads, then less memory (peak RSS within
-  2 % counts as equal), then the search's order;
+  2 % counts as equal), then the untuned default (a change not shown to be better is not
+  recommended), then the highest race mean;
 - a pair where one process started throttled and the other cool (measure.gate) is not compared;
   processes that shared the cores their threads needed with other processes (host/busy.py) are
   counted and said: on a busy host that is the host's speed for that config, not a fluke.
@@ -151,6 +154,7 @@ class RaceOutcome(BaseModel):
     finalists: list[Point]  # best first, as the search ranked them
     labels: list[str]
     not_raced: list[str]  # within the margin but beyond `size`
+    default: str | None = None  # the untuned default's label, when it raced
     search_pick: str  # what the search alone would have chosen
     rounds: int
     decision: Literal["winner", "tie", "sole"]
@@ -169,10 +173,15 @@ class RaceOutcome(BaseModel):
 
 
 def finalists(
-    results: list[ThroughputResult], kind: str, depth: int, st: RaceSettings
+    results: list[ThroughputResult],
+    kind: str,
+    depth: int,
+    st: RaceSettings,
+    default: Point | None = None,
 ) -> tuple[list[ThroughputResult], list[str]]:
     """The best row of `kind` at `depth` and the ones close to it (CI overlap or within the
-    margin), best first, capped at `size`; and the labels of the close ones beyond the cap."""
+    margin), best first, capped at `size`, plus the `default` config's row if it ran and is not
+    among them; and the labels of the close ones beyond the cap."""
     pool = sorted(
         (r for r in results if r.kind == kind and r.depth == depth and r.ok and r.mean_ts is not None),
         key=lambda r: -(r.mean_ts or 0.0),
@@ -187,7 +196,11 @@ def finalists(
         for r in pool[1:]
         if (r.ci_high is not None and r.ci_high >= lo) or (r.mean_ts or 0.0) >= (1 - st.margin) * top
     ]
-    return close[: st.size], [r.config.label() for r in close[st.size :]]
+    raced = close[: st.size]
+    base = next((r for r in pool if r.point == default), None)
+    if base is not None and base not in raced:
+        raced.append(base)  # the screen measured it in another minute: it races whatever its figure
+    return raced, [r.config.label() for r in close[st.size :] if r is not base]
 
 
 def _race_id(test: BenchTest, points: list[Point], st: RaceSettings) -> str:
@@ -246,17 +259,31 @@ def compare(rounds: list[RaceRound], a: str, b: str) -> PairedComparison:
     )
 
 
-def _tie_pick(left: list[str], rows: dict[str, ThroughputResult], rounds: list[RaceRound]) -> str:
-    """Fewer threads, then less memory (peak RSS in the race, within 2 % = equal), then search order."""
+def _tie_pick(
+    left: list[str], rows: dict[str, ThroughputResult], rounds: list[RaceRound], default: str | None
+) -> str:
+    """Fewer threads, then less memory (peak RSS in the race, within 2 % = equal), then the untuned
+    default, then the highest race mean (paired minutes, unlike the search's figures)."""
     fewest = min(rows[x].point.threads for x in left)
     cands = [x for x in left if rows[x].point.threads == fewest]
 
+    def seen(label: str) -> list[RaceEntry]:
+        return [e for rd in rounds if (e := rd.entry(label)) is not None and e.ok]
+
     def rss(label: str) -> float:
-        seen = [e.peak_rss_mib for rd in rounds if (e := rd.entry(label)) is not None and e.ok]
-        return sum(seen) / len(seen) if seen else rows[label].peak_rss_mib
+        es = seen(label)
+        return sum(e.peak_rss_mib for e in es) / len(es) if es else rows[label].peak_rss_mib
 
     least = min(rss(x) for x in cands)
-    return next(x for x in cands if rss(x) <= least * (1 + MEMORY_TIE))  # `left` is in search order
+    cands = [x for x in cands if rss(x) <= least * (1 + MEMORY_TIE)]
+    if default in cands:
+        return default
+
+    def race_mean(label: str) -> float:
+        es = seen(label)
+        return sum(e.mean_ts or 0.0 for e in es) / len(es) if es else 0.0
+
+    return max(cands, key=race_mean)  # max keeps the first of equals: `left` is in search order
 
 
 class _Race:
@@ -266,12 +293,14 @@ class _Race:
         rows: list[ThroughputResult],
         st: RaceSettings,
         on_round: Callable[[RaceRound], None] | None,
+        default: Point | None = None,
     ) -> None:
         self.m, self.st, self.on_round = measurer, st, on_round
         first = rows[0]
         self.test = BenchTest(n_prompt=first.n_prompt, n_gen=first.n_gen, depth=first.depth)
         self.rows = {r.config.label(): r for r in rows}
         self.labels = list(self.rows)
+        self.default = next((r.config.label() for r in rows if r.point == default), None)
         self.race_id = _race_id(self.test, [r.point for r in rows], st)
 
     def _params(self, rnd: int) -> dict[str, object]:
@@ -357,10 +386,11 @@ class _Race:
             decision = "winner"
         comparisons = []
         if decision == "tie":
-            win = _tie_pick(active, self.rows, rounds)
+            win = _tie_pick(active, self.rows, rounds, self.default)
             rule = (
                 f"tie after {rnd} rounds (no paired 95 % CI excludes 0 among {len(active)}): "
-                "fewer threads, then less memory (peak RSS), then the search's order"
+                "fewer threads, then less memory (peak RSS), then the untuned default, "
+                "then the race mean"
             )
         else:
             win = active[0]
@@ -387,6 +417,7 @@ class _Race:
             finalists=[self.rows[x].point for x in self.labels],
             labels=self.labels,
             not_raced=not_raced,
+            default=self.default,
             search_pick=search_pick,
             rounds=rnd,
             decision=decision,
@@ -413,9 +444,11 @@ def run_race(
     *,
     search_pick: str,
     on_round: Callable[[RaceRound], None] | None = None,
+    default: Point | None = None,
 ) -> RaceOutcome:
-    """Race `rows` (the finalists' search rows, best first); store every round and the decision."""
-    race = _Race(measurer, rows, st, on_round)
+    """Race `rows` (the finalists' search rows, best first); store every round and the decision.
+    `default`: the untuned config, which wins a tie that threads and memory leave open."""
+    race = _Race(measurer, rows, st, on_round, default)
     out = race.run(search_pick, not_raced)
     measurer.store.put(
         DECISION_STAGE,

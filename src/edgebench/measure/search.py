@@ -182,22 +182,28 @@ def run_search(
 
     d0 = space.depth[0]
     pp0, tg0 = space.tests(d0)
+    default = _start(space)  # the untuned config: the descent starts there and it always races
     if search == "grid":
         for p in space.points():
             measure(p, pp0)
             measure(p, tg0)
     else:
-        start = _start(space)
-        _descend(space, _DIMS_TG, start, tg0, measure, refused)
-        _descend(space, _DIMS_PP, start, pp0, measure, refused)
+        _descend(space, _DIMS_TG, default, tg0, measure, refused)
+        _descend(space, _DIMS_PP, default, pp0, measure, refused)
     results0 = list(seen.values())
     best: dict[str, Best | None] = {}
     for kind in ("pp", "tg"):
         b = best_of(results0, kind, d0)
         if b is not None and race is not None:
-            rows, not_raced = finalists(results0, kind, d0, race)
+            rows, not_raced = finalists(results0, kind, d0, race, default)
             outcome = run_race(
-                measurer, rows, not_raced, race, search_pick=b.result.config.label(), on_round=on_round
+                measurer,
+                rows,
+                not_raced,
+                race,
+                search_pick=b.result.config.label(),
+                on_round=on_round,
+                default=default,
             )
             b = decided(results0, outcome) or b
         best[kind] = b
