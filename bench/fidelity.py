@@ -13,7 +13,7 @@ and 2.2 %; 6 interleaved rounds), so 5 processes of 1 repetition tell more than 
 same time. Both sides run the same -r.
 (An E D D2 / D2 D E order with 3 processes gave A/A CIs of ±5-17 % here: position effects.)
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
-Usage: python bench/fidelity.py [--rounds 20] [--reps 1]
+Usage: python bench/fidelity.py [--rounds 20] [--reps 1] [--only 1:pp]
 """
 
 from __future__ import annotations
@@ -76,8 +76,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--reps", type=int, default=1, help="repetitions a process, both sides")
+    ap.add_argument("--only", default=None, help="one config and test, e.g. 1:pp (config index 0-2)")
     args = ap.parse_args()
     rounds, reps = args.rounds, args.reps
+    only = None
+    if args.only:
+        ci_s, _, kind = args.only.partition(":")
+        only = (int(ci_s), 0 if kind == "pp" else 1)
     runtime, host, model = setup()
     bench = runtime.binaries["llama-bench"]
     # one process of `reps` repetitions, exactly what the direct run does: this measures the wrapper
@@ -88,6 +93,8 @@ def main() -> None:
     for r in range(rounds):
         for ci, p in enumerate(CONFIGS):
             for ti, t in enumerate(TESTS):
+                if only is not None and (ci, ti) != only:
+                    continue
                 # D1 E1 D2 E2 D3: both sides centred on the middle process (see the docstring)
                 ds, es = [], []
                 for i in range(5):
