@@ -1,19 +1,25 @@
 """bench/fidelity: edgebench's pp/tg vs a direct llama-bench run of the same config, as paired rounds.
 
-Each round runs, per config and test, five processes back to back: llama-bench (D1), edgebench
-(E1), llama-bench (D2), edgebench (E2), llama-bench (D3). The unit is the round's ratio
-mean(E1, E2) / mean(D1, D2, D3), measured in the same minute with both sides centred on the same
-position, so a steady drift cancels; beside it the A/A ratio D2 / mean(D1, D3) of the same round:
-llama-bench against itself on this machine (the noise floor). Its shape is one process against two
-where the E/D is two against three, so with independent process noise its CI is ~1.34× the E/D's
-(√(1.5 / 0.83)); the E/D is not given that advantage by leaving anything out.
+Each round runs, per config and test, five processes back to back, alternating the two sides:
+D E D E D (llama-bench first) in even rounds and E D E D E in odd ones. The unit is the round's ratio
+mean(E) / mean(D), both sides centred on the middle process, so a steady drift cancels; the order's
+flip gives each side every position equally often, so whatever belongs to a position (the first
+process after another config's, the one after edgebench's store write) cancels over a pair of
+rounds instead of landing on one side. The configs' order rotates from round to round for the same
+reason. Beside it, the A/A ratio of the same round: the middle process against the mean of the two
+at the ends (D2 / mean(D1, D3), or E2 / mean(E1, E3)), one side against itself on this machine (the
+noise floor). Its shape is one process against two where the E/D is two against three, so with
+independent process noise its CI is ~1.34× the E/D's (√(1.5 / 0.83)).
 Processes of one repetition by default (`--reps`): on this host the process, not the repetition,
 carries the noise (pp512 at 2 threads: between-process CV 6.0 %, within-process 2.0 %; tg128 3.2 %
 and 2.2 %; 6 interleaved rounds), so 5 processes of 1 repetition tell more than 3 of 3 in the
 same time. Both sides run the same -r.
-(An E D D2 / D2 D E order with 3 processes gave A/A CIs of ±5-17 % here: position effects.)
+Rounds go on for a config and test until its E/D CI is `--halfwidth` wide on each side (after
+`--min-rounds`, an even number of rounds so both orders count alike) or `--rounds` is reached. The
+stop looks at the CI's width only, never at where it lies, so it cannot steer the verdict.
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
-Usage: python bench/fidelity.py [--rounds 20] [--reps 1] [--only 1:pp]
+Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.012] [--reps 1]
+       [--only 1:pp] [--out raw.json]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+from pathlib import Path
 
 from _common import fresh_store, setup
 
@@ -74,61 +81,78 @@ def direct(bench: str, model: str, p: Point, t: BenchTest, reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=40, help="at most this many rounds a config and test")
+    ap.add_argument("--min-rounds", type=int, default=10)
+    ap.add_argument("--halfwidth", type=float, default=0.012, help="stop once the E/D CI is ± this")
     ap.add_argument("--reps", type=int, default=1, help="repetitions a process, both sides")
     ap.add_argument("--only", default=None, help="one config and test, e.g. 1:pp (config index 0-2)")
+    ap.add_argument("--out", default=None, help="write every process's t/s here as JSON")
     args = ap.parse_args()
-    rounds, reps = args.rounds, args.reps
-    only = None
+    reps = args.reps
+    keys = [(ci, ti) for ci in range(len(CONFIGS)) for ti in range(len(TESTS))]
     if args.only:
         ci_s, _, kind = args.only.partition(":")
-        only = (int(ci_s), 0 if kind == "pp" else 1)
+        keys = [(int(ci_s), 0 if kind == "pp" else 1)]
     runtime, host, model = setup()
     bench = runtime.binaries["llama-bench"]
     # one process of `reps` repetitions, exactly what the direct run does: this measures the wrapper
     settings = MeasureSettings(reps_per_process=reps, min_processes=1, max_reps=reps)
-    ratio: dict[tuple[int, int], list[float]] = {}
-    aa: dict[tuple[int, int], list[float]] = {}
-    means: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    for r in range(rounds):
-        for ci, p in enumerate(CONFIGS):
-            for ti, t in enumerate(TESTS):
-                if only is not None and (ci, ti) != only:
-                    continue
-                # D1 E1 D2 E2 D3: both sides centred on the middle process (see the docstring)
-                ds, es = [], []
-                for i in range(5):
-                    if i % 2:
-                        m = PointMeasurer(fresh_store(), runtime, host, model, settings)
-                        es.append(m.measure(p, t).mean_ts or 0.0)
-                    else:
-                        ds.append(direct(bench, model.path, p, t, reps))
-                e, d = sum(es) / len(es), sum(ds) / len(ds)
-                ratio.setdefault((ci, ti), []).append(e / d)
-                aa.setdefault((ci, ti), []).append(ds[1] / ((ds[0] + ds[2]) / 2))
-                means.setdefault((ci, ti), []).append((e, d))
-        print(f"round {r + 1}/{rounds} done", flush=True)
+    ratio: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
+    aa: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
+    raw: dict[str, list[dict[str, list[float]]]] = {f"{ci}:{ti}": [] for ci, ti in keys}
+    active = list(keys)
+    r = 0
+    while active and r < args.rounds:
+        edge_first = r % 2 == 1
+        for key in active[r % len(active) :] + active[: r % len(active)]:
+            p, t = CONFIGS[key[0]], TESTS[key[1]]
+            ds: list[float] = []
+            es: list[float] = []
+            for i in range(5):
+                if (i % 2 == 1) != edge_first:
+                    m = PointMeasurer(fresh_store(), runtime, host, model, settings)
+                    es.append(m.measure(p, t).mean_ts or 0.0)
+                else:
+                    ds.append(direct(bench, model.path, p, t, reps))
+            ratio[key].append(_mean(es) / _mean(ds))
+            mid = es if edge_first else ds  # the side with three processes: middle against ends
+            aa[key].append(mid[1] / ((mid[0] + mid[2]) / 2))
+            raw[f"{key[0]}:{key[1]}"].append({"D": ds, "E": es})
+        r += 1
+        if args.out:
+            Path(args.out).write_text(json.dumps(raw))
+        done = [
+            k
+            for k in active
+            if r >= args.min_rounds and r % 2 == 0 and _half(summarize(ratio[k])) <= args.halfwidth
+        ]
+        active = [k for k in active if k not in done]
+        width = " ".join(f"{k[0]}:{TESTS[k[1]].name} ±{_half(summarize(ratio[k])):.4f}" for k in keys)
+        print(f"round {r}/{args.rounds} done; E/D CI half-widths: {width}", flush=True)
+    print(f"fidelity on {model.name}: {reps} rep(s) a process, build {runtime.build_id}")
     print(
-        f"fidelity on {model.name}: {rounds} paired rounds, {reps} rep(s) a process, build {runtime.build_id}"
-    )
-    print(
-        f"{'config':38} {'test':6} {'edgebench':>9} {'llama-b.':>9}  {'paired E/D [95 % CI]':24}"
-        f"  {'A/A D2/mean(D1,D3) [95 % CI]':30}"
+        f"{'config':38} {'test':6} {'rounds':>6} {'paired E/D [95 % CI]':24}  {'A/A mid/ends [95 % CI]':24}"
     )
     inside = True
-    for key in sorted(ratio):
+    for key in keys:
         ci, ti = key
         rs, aas = summarize(ratio[key]), summarize(aa[key])
-        em = sum(x for x, _ in means[key]) / rounds
-        dm = sum(y for _, y in means[key]) / rounds
         ok = rs.ci_low >= 0.97 and rs.ci_high <= 1.03
         inside = inside and ok
         label = CONFIGS[ci].runtime().label()
         print(
-            f"{label:38} {TESTS[ti].name:6} {em:9.2f} {dm:9.2f}  {_fmt(rs):24}  {_fmt(aas):24}"
+            f"{label:38} {TESTS[ti].name:6} {rs.n:6d} {_fmt(rs):24}  {_fmt(aas):24}"
             f"{'' if ok else '  outside'}"
         )
     print(f"goal: every paired CI inside 0.97-1.03: {'PASS' if inside else 'FAIL'}")
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _half(s: Summary) -> float:
+    return (s.ci_high - s.ci_low) / 2
 
 
 def _fmt(s: Summary) -> str:
