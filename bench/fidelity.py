@@ -17,6 +17,9 @@ same time. Both sides run the same -r.
 Rounds go on for a config and test until its E/D CI is `--halfwidth` wide on each side (after
 `--min-rounds`, an even number of rounds so both orders count alike) or `--rounds` is reached. The
 stop looks at the CI's width only, never at where it lies, so it cannot steer the verdict.
+Two noise-free checks come with it: the parameters llama-bench's JSON echoes for edgebench's argv and
+for the hand-typed one, field by field, and edgebench's own CPU over each E process (all it could
+take from the llama-bench beside it).
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
 Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.012] [--reps 1]
        [--only 1:pp] [--out raw.json]
@@ -26,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
+import time
 from pathlib import Path
 
 from _common import fresh_store, setup
 
 from edgebench.measure.space import CpuSet, Point
 from edgebench.measure.throughput import MeasureSettings, PointMeasurer
-from edgebench.runtime.flags import BenchTest
+from edgebench.runtime.flags import BenchTest, bench_argv
+from edgebench.runtime.locate import Runtime
 from edgebench.stats import Summary, summarize
 
 CONFIGS = [
@@ -45,6 +51,12 @@ TESTS = [BenchTest(n_prompt=512, n_gen=0), BenchTest(n_prompt=0, n_gen=128)]
 
 
 def direct(bench: str, model: str, p: Point, t: BenchTest, reps: int) -> float:
+    ts = direct_row(bench, model, p, t, reps)["avg_ts"]
+    assert isinstance(ts, (int, float)), ts
+    return float(ts)
+
+
+def direct_row(bench: str, model: str, p: Point, t: BenchTest, reps: int) -> dict[str, object]:
     """The command a user would type, written out by hand (not through runtime/flags.py).
 
     With `-ngl 0`, as edgebench runs a CPU host: llama-bench's default (-1, "all layers", even
@@ -75,8 +87,31 @@ def direct(bench: str, model: str, p: Point, t: BenchTest, reps: int) -> float:
         "-o",
         "json",
     ]
+    return _row(argv)
+
+
+def _row(argv: list[str]) -> dict[str, object]:
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900)
-    return float(json.loads(out.stdout)[0]["avg_ts"])
+    row: dict[str, object] = json.loads(out.stdout[out.stdout.find("[") :])[0]
+    return row
+
+
+# What differs between two processes of one config whatever runs them: the results and the clock.
+_RESULT_FIELDS = {"test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts", "samples_ns", "samples_ts"}
+
+
+def param_check(runtime: Runtime, model: str) -> list[str]:
+    """Noise-free half of the check: llama-bench's own JSON echoes every parameter it ran with, so
+    edgebench's argv and the hand-typed one are compared field by field (a short pp16 test each)."""
+    bench, quick = runtime.binaries["llama-bench"], BenchTest(n_prompt=16, n_gen=0, reps=1)
+    lines = []
+    for p in CONFIGS:
+        d = direct_row(bench, model, p, quick, 1)
+        e = _row(bench_argv(bench, model, p.runtime(), quick, runtime.dialect))
+        diff = sorted(k for k in d.keys() | e.keys() if k not in _RESULT_FIELDS and d.get(k) != e.get(k))
+        what = ", ".join(f"{k}: {d.get(k)!r} by hand, {e.get(k)!r} by edgebench" for k in diff)
+        lines.append(f"{p.runtime().label()}: {what or 'the same parameters'}")
+    return lines
 
 
 def main() -> None:
@@ -97,6 +132,10 @@ def main() -> None:
     bench = runtime.binaries["llama-bench"]
     # one process of `reps` repetitions, exactly what the direct run does: this measures the wrapper
     settings = MeasureSettings(reps_per_process=reps, min_processes=1, max_reps=reps)
+    print("llama-bench's JSON echo of both argvs (load_mode auto resolves to mmap on a CPU build):")
+    for line in param_check(runtime, model.path):
+        print(f"  {line}")
+    own_cpu: list[float] = []  # edgebench's own CPU seconds over one E process, / its wall seconds
     ratio: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     aa: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     raw: dict[str, list[dict[str, list[float]]]] = {f"{ci}:{ti}": [] for ci, ti in keys}
@@ -110,8 +149,11 @@ def main() -> None:
             es: list[float] = []
             for i in range(5):
                 if (i % 2 == 1) != edge_first:
+                    u0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
                     m = PointMeasurer(fresh_store(), runtime, host, model, settings)
                     es.append(m.measure(p, t).mean_ts or 0.0)
+                    u1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+                    own_cpu.append((u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) / (w1 - w0))
                 else:
                     ds.append(direct(bench, model.path, p, t, reps))
             ratio[key].append(_mean(es) / _mean(ds))
@@ -144,6 +186,11 @@ def main() -> None:
             f"{label:38} {TESTS[ti].name:6} {rs.n:6d} {_fmt(rs):24}  {_fmt(aas):24}"
             f"{'' if ok else '  outside'}"
         )
+    own = sorted(own_cpu)
+    print(
+        f"edgebench's own CPU over an E process (set-up, gate, sampler, store write; an upper bound on"
+        f" what it takes from llama-bench): median {own[len(own) // 2]:.2%} of a core, max {own[-1]:.2%}"
+    )
     print(f"goal: every paired CI inside 0.97-1.03: {'PASS' if inside else 'FAIL'}")
 
 

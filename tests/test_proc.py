@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -202,7 +203,8 @@ def test_a_slowed_sampler_samples_at_its_new_pace() -> None:
             self.calls += 1
             return super().sample()
 
-    fast, slow = Counting(os.getpid()).start(), Counting(os.getpid())
+    # a limit keeps the 20 Hz pace (a watchdog does not back off while the RSS holds)
+    fast, slow = Counting(os.getpid(), limit_mib=1e9).start(), Counting(os.getpid(), limit_mib=1e9)
     slow.slow_down(1.0, 30.0)
     slow.start()
     time.sleep(1.5)
@@ -210,3 +212,62 @@ def test_a_slowed_sampler_samples_at_its_new_pace() -> None:
     assert fast.calls >= 10  # 20 Hz: ~30 in 1.5 s, however loaded the machine
     assert slow.calls <= 3  # the first sample, then one a second
     assert slow.peak_mib > 0
+
+
+def test_without_a_limit_a_steady_process_is_sampled_ever_more_slowly() -> None:
+    """A measured llama-bench holds its memory from load to exit: 20 Hz sampling of it is ~1 % of a
+    core taken from the run on a 2-core host. With no limit to enforce, the pace slows to
+    STEADY_INTERVAL_S while no new peak is made; a watchdog keeps its pace."""
+
+    class Counting(proc.RssSampler):
+        calls = 0
+
+        def sample(self) -> float:
+            self.calls += 1
+            return super().sample()
+
+    free, watched = Counting(os.getpid()).start(), Counting(os.getpid(), limit_mib=1e9).start()
+    time.sleep(3.0)
+    free.stop(), watched.stop()
+    # backing off: 0.05, 0.075, ... then 0.8 s: ~9 samples in 3 s; at 20 Hz ~60
+    assert free.calls <= 15
+    assert watched.calls >= 25
+    assert free.peak_mib > 0
+
+
+_RISING = """
+import time
+blocks = []
+time.sleep(2.0)                      # steady: the sampler backs off
+for _ in range(12):                  # then climbs 25 MiB every 0.1 s, for 1.2 s
+    blocks.append(bytearray(25 * 2**20))
+    time.sleep(0.1)
+time.sleep(0.25)                     # and holds its peak for 0.25 s: between two slow samples
+"""
+
+
+def test_a_new_peak_brings_back_the_fast_pace() -> None:
+    """After a steady start the sampler waits 0.8 s between samples; a climbing RSS must be followed
+    at 20 Hz again, so the peak is read (within one 25 MiB step), not a value from the climb's start."""
+    p = subprocess.Popen([sys.executable, "-c", _RISING])
+    s = proc.RssSampler(p.pid).start()
+    base = s.peak_mib
+    p.wait(timeout=30)
+    s.stop()
+    assert s.peak_mib - base >= 12 * 25 - 25 - 5  # ~300 MiB above the idle interpreter
+
+
+_SPIKE = """
+import time
+time.sleep(3.0)                      # steady: the sampler is at its slow pace
+b = bytearray(700 * 2**20)           # a 700 MiB spike, gone before the next slow sample
+time.sleep(0.05)
+del b
+time.sleep(0.2)
+"""
+
+
+def test_a_spike_between_slow_samples_is_still_the_peak_through_the_kernels_high_water_mark() -> None:
+    res = proc.run([sys.executable, "-c", _SPIKE], timeout_s=30)
+    assert res.ok
+    assert res.peak_rss_mib >= 700

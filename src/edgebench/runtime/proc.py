@@ -51,6 +51,14 @@ __all__ = [
 # so ru_maxrss never reads below what edgebench itself held at the fork (a 200 MiB test session
 # made every fake bench "peak" at 207.7 MiB): it counts only when clearly above that.
 SAMPLE_INTERVAL_S = 0.05
+# Without a limit to enforce, a sample that makes no new high-water mark stretches the next wait
+# ×1.5 up to STEADY_INTERVAL_S; a new peak (more than RISE_MIB up) brings back 20 Hz. A llama-bench
+# process holds its memory from load to exit: at 20 Hz the sampler took ~1 % of a core (~0.4 ms a
+# sample beside a 2-thread run), from the run being measured on a 2-core host. A spike shorter than
+# the slow pace is still in the kernel's ru_maxrss of the child, the floor taken at reaping.
+STEADY_INTERVAL_S = 0.8
+BACKOFF = 1.5
+RISE_MIB = 1.0
 INHERITED_MARGIN_MIB = 32.0  # what the child adds before exec (preexec_fn) on top of our copy
 CHILD_SCAN_S = 1.0  # how often the sampler looks for new child processes
 TERM_GRACE_S = 5.0
@@ -227,7 +235,8 @@ class RssSampler:
     (mmap-ed weights, which the kernel can drop and re-read).
 
     `interval_s` may be raised while it runs (`slow_down`): a server that only needs watching once
-    loaded should not take 20 samples a second from the inference beside it."""
+    loaded should not take 20 samples a second from the inference beside it. Without a limit the
+    pace also slows by itself while no new peak is made (STEADY_INTERVAL_S)."""
 
     def __init__(
         self, pid: int, *, limit_mib: float | None = None, on_limit: Callable[[], None] | None = None
@@ -287,13 +296,21 @@ class RssSampler:
         return mib
 
     def _loop(self) -> None:
+        wait = self.interval_s
         while not self._stop.is_set():
+            before = self.peak_mib
             mib = self.sample()
-            if self._limit is not None and mib > self._limit and not self.limit_hit:
-                self.limit_hit = True
-                if self._on_limit is not None:
-                    self._on_limit()
-            self._stop.wait(self.interval_s)
+            if self._limit is not None:  # a watchdog: always at the set pace
+                wait = self.interval_s
+                if mib > self._limit and not self.limit_hit:
+                    self.limit_hit = True
+                    if self._on_limit is not None:
+                        self._on_limit()
+            elif self.peak_mib > before + RISE_MIB:
+                wait = self.interval_s
+            else:
+                wait = max(self.interval_s, min(wait * BACKOFF, STEADY_INTERVAL_S))
+            self._stop.wait(wait)
 
 
 def _child_setup(rlimits: Mapping[int, int]) -> Callable[[], None]:
