@@ -22,7 +22,7 @@ for the hand-typed one, field by field, and edgebench's own CPU over each E proc
 take from the llama-bench beside it).
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
 Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.012] [--reps 1]
-       [--only 1:pp] [--out raw.json]
+       [--only 0:pp,1:pp] [--out raw.json]
 """
 
 from __future__ import annotations
@@ -120,14 +120,18 @@ def main() -> None:
     ap.add_argument("--min-rounds", type=int, default=10)
     ap.add_argument("--halfwidth", type=float, default=0.012, help="stop once the E/D CI is ± this")
     ap.add_argument("--reps", type=int, default=1, help="repetitions a process, both sides")
-    ap.add_argument("--only", default=None, help="one config and test, e.g. 1:pp (config index 0-2)")
+    ap.add_argument(
+        "--only", default=None, help="configs and tests, e.g. 1:pp or 0:pp,1:pp (config index 0-2)"
+    )
     ap.add_argument("--out", default=None, help="write every process's t/s here as JSON")
     args = ap.parse_args()
     reps = args.reps
     keys = [(ci, ti) for ci in range(len(CONFIGS)) for ti in range(len(TESTS))]
     if args.only:
-        ci_s, _, kind = args.only.partition(":")
-        keys = [(int(ci_s), 0 if kind == "pp" else 1)]
+        keys = [
+            (int(c), 0 if kind == "pp" else 1)
+            for c, _, kind in (o.partition(":") for o in args.only.split(","))
+        ]
     runtime, host, model = setup()
     bench = runtime.binaries["llama-bench"]
     # one process of `reps` repetitions, exactly what the direct run does: this measures the wrapper
