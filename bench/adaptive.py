@@ -146,7 +146,7 @@ def _race_evidence(title: str, race: RaceOutcome) -> None:
     if race.not_raced:
         print(f"    close but not raced (cap): {', '.join(race.not_raced)}")
     if race.default is not None:
-        print(f"    the untuned default: {race.default}")
+        print(f"    the untuned default: {race.default}: {race.default_fate() or 'the pick'}")
     for label, mean in race.race_means.items():
         print(f"    {label:40} race mean {mean:7.2f} t/s")
     for c in race.comparisons:

@@ -177,6 +177,7 @@ def test_the_untuned_default_races_whatever_its_screen_and_wins_a_tie(tmp_path: 
     assert race.search_pick != label
     assert race.decision == "tie" and "untuned default" in race.rule
     assert out.best_tg.result.point.kv == "f16"
+    assert race.default_fate() is None  # it won
 
 
 def test_the_untuned_default_loses_to_a_config_better_beyond_noise(tmp_path: Path) -> None:
@@ -189,6 +190,7 @@ def test_the_untuned_default_loses_to_a_config_better_beyond_noise(tmp_path: Pat
     assert race.decision == "winner" and out.best_tg.result.point.kv == "q8_0"
     (c,) = race.comparisons
     assert c.b == race.default and c.verdict == "a better"
+    assert (race.default_fate() or "").startswith("beaten by t2 kv=q8_0")
 
 
 def test_equal_configs_are_a_declared_tie_picked_by_fewer_threads(tmp_path: Path) -> None:

@@ -272,10 +272,9 @@ def _race_lines(race: RaceOutcome) -> None:
         console.print(f"    the search alone picked {race.search_pick}", highlight=False)
     if race.not_raced:
         console.print(f"    close but not raced (cap): {', '.join(race.not_raced[:3])}", highlight=False)
-    if race.default is not None and race.default != race.winner_label:
-        beat = next((c for c in race.comparisons if c.b == race.default), None)
-        how = "beaten beyond noise" if beat is not None and beat.verdict == "a better" else "not beaten"
-        console.print(f"    the untuned default {race.default} raced too: {how}", highlight=False)
+    fate = race.default_fate()
+    if fate is not None:
+        console.print(f"    the untuned default {race.default} raced too: {fate}", highlight=False)
     if race.throttled_processes:
         console.print(f"    {race.throttled_processes} race processes started throttled", highlight=False)
     if race.contended_processes:

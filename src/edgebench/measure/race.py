@@ -171,6 +171,17 @@ class RaceOutcome(BaseModel):
     host_fingerprint: str
     measured_at: str
 
+    def default_fate(self) -> str | None:
+        """What became of the untuned default, when it raced and did not win: out of the race and
+        why, or tied and passed over by the tie rule."""
+        if self.default is None or self.default == self.winner_label:
+            return None
+        if self.default in self.eliminated:
+            return self.eliminated[self.default]
+        if self.default in self.tied:
+            return f"tied; the tie rule took {self.winner_label} (fewer threads or less memory)"
+        return "not beaten beyond noise"
+
 
 def finalists(
     results: list[ThroughputResult],
