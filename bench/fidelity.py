@@ -20,9 +20,12 @@ stop looks at the CI's width only, never at where it lies, so it cannot steer th
 Two noise-free checks come with it: the parameters llama-bench's JSON echoes for edgebench's argv and
 for the hand-typed one, field by field, and edgebench's own CPU over each E process (all it could
 take from the llama-bench beside it).
+On this host (a shared VM, process CV 7-12 %) ±1.2 % takes ~110 rounds a config and test, over three
+hours: `--resume raw.json` goes on from a run that was stopped, with the rounds it stored (each round
+is its own pair, so rounds from two sittings pool; the same build, model and host are required).
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
 Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.012] [--reps 1]
-       [--only 0:pp,1:pp] [--out raw.json]
+       [--only 0:pp,1:pp] [--out raw.json | --resume raw.json]
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ def main() -> None:
         "--only", default=None, help="configs and tests, e.g. 1:pp or 0:pp,1:pp (config index 0-2)"
     )
     ap.add_argument("--out", default=None, help="write every process's t/s here as JSON")
+    ap.add_argument("--resume", default=None, help="go on from this --out file, and write to it")
     args = ap.parse_args()
     reps = args.reps
     keys = [(ci, ti) for ci in range(len(CONFIGS)) for ti in range(len(TESTS))]
@@ -143,8 +147,20 @@ def main() -> None:
     ratio: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     aa: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     raw: dict[str, list[dict[str, list[float]]]] = {f"{ci}:{ti}": [] for ci, ti in keys}
-    active = list(keys)
-    r = 0
+    meta = {"build": runtime.build_id, "model_sha256": model.sha256, "host": host.fingerprint, "reps": reps}
+    out = args.resume or args.out
+    if args.resume:
+        raw = _load(Path(args.resume), meta, raw)
+        for k in keys:
+            for rnd in raw[f"{k[0]}:{k[1]}"]:
+                ratio[k].append(_mean(rnd["E"]) / _mean(rnd["D"]))
+                mid = rnd["E"] if len(rnd["E"]) == 3 else rnd["D"]
+                aa[k].append(mid[1] / ((mid[0] + mid[2]) / 2))
+    r = max(len(v) for v in ratio.values())
+    # a config and test that has fewer rounds than the longest had met its stop before
+    active = [k for k in keys if len(ratio[k]) == r and not _stops(ratio[k], args)]
+    if args.resume:
+        print(f"resumed {args.resume}: {r} rounds stored; still measuring {len(active)} of {len(keys)}")
     while active and r < args.rounds:
         edge_first = r % 2 == 1
         for key in active[r % len(active) :] + active[: r % len(active)]:
@@ -165,14 +181,9 @@ def main() -> None:
             aa[key].append(mid[1] / ((mid[0] + mid[2]) / 2))
             raw[f"{key[0]}:{key[1]}"].append({"D": ds, "E": es})
         r += 1
-        if args.out:
-            Path(args.out).write_text(json.dumps(raw))
-        done = [
-            k
-            for k in active
-            if r >= args.min_rounds and r % 2 == 0 and _half(summarize(ratio[k])) <= args.halfwidth
-        ]
-        active = [k for k in active if k not in done]
+        if out:  # after whole rounds only, so a stopped run resumes on a round boundary
+            Path(out).write_text(json.dumps({"meta": meta, "rounds": raw}))
+        active = [k for k in active if not _stops(ratio[k], args)]
         width = " ".join(f"{k[0]}:{TESTS[k[1]].name} ±{_half(summarize(ratio[k])):.4f}" for k in keys)
         print(f"round {r}/{args.rounds} done; E/D CI half-widths: {width}", flush=True)
     print(f"fidelity on {model.name}: {reps} rep(s) a process, build {runtime.build_id}")
@@ -196,6 +207,22 @@ def main() -> None:
         f" what it takes from llama-bench): median {own[len(own) // 2]:.2%} of a core, max {own[-1]:.2%}"
     )
     print(f"goal: every paired CI inside 0.97-1.03: {'PASS' if inside else 'FAIL'}")
+
+
+def _stops(ratios: list[float], args: argparse.Namespace) -> bool:
+    """Width only, never where the CI lies; an even count so both orders weigh alike."""
+    n = len(ratios)
+    return n >= args.min_rounds and n % 2 == 0 and _half(summarize(ratios)) <= args.halfwidth
+
+
+def _load(
+    path: Path, meta: dict[str, object], fresh: dict[str, list[dict[str, list[float]]]]
+) -> dict[str, list[dict[str, list[float]]]]:
+    """The stored rounds, if they were measured with what this run measures."""
+    stored = json.loads(path.read_text())
+    if stored.get("meta") != meta:
+        raise SystemExit(f"fidelity: {path} was measured with {stored.get('meta')}, this run is {meta}")
+    return {k: stored["rounds"].get(k, []) for k in fresh}
 
 
 def _mean(xs: list[float]) -> float:
