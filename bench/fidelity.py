@@ -149,8 +149,10 @@ def main() -> None:
     raw: dict[str, list[dict[str, list[float]]]] = {f"{ci}:{ti}": [] for ci, ti in keys}
     meta = {"build": runtime.build_id, "model_sha256": model.sha256, "host": host.fingerprint, "reps": reps}
     out = args.resume or args.out
+    kept: dict[str, list[dict[str, list[float]]]] = {}  # stored rounds of what --only leaves out
     if args.resume:
-        raw = _load(Path(args.resume), meta, raw)
+        kept = _load(Path(args.resume), meta)
+        raw = {k: kept.pop(k, []) for k in raw}
         for k in keys:
             for rnd in raw[f"{k[0]}:{k[1]}"]:
                 ratio[k].append(_mean(rnd["E"]) / _mean(rnd["D"]))
@@ -182,7 +184,7 @@ def main() -> None:
             raw[f"{key[0]}:{key[1]}"].append({"D": ds, "E": es})
         r += 1
         if out:  # after whole rounds only, so a stopped run resumes on a round boundary
-            Path(out).write_text(json.dumps({"meta": meta, "rounds": raw}))
+            Path(out).write_text(json.dumps({"meta": meta, "rounds": {**kept, **raw}}))
         active = [k for k in active if not _stops(ratio[k], args)]
         width = " ".join(f"{k[0]}:{TESTS[k[1]].name} ±{_half(summarize(ratio[k])):.4f}" for k in keys)
         print(f"round {r}/{args.rounds} done; E/D CI half-widths: {width}", flush=True)
@@ -215,14 +217,13 @@ def _stops(ratios: list[float], args: argparse.Namespace) -> bool:
     return n >= args.min_rounds and n % 2 == 0 and _half(summarize(ratios)) <= args.halfwidth
 
 
-def _load(
-    path: Path, meta: dict[str, object], fresh: dict[str, list[dict[str, list[float]]]]
-) -> dict[str, list[dict[str, list[float]]]]:
+def _load(path: Path, meta: dict[str, object]) -> dict[str, list[dict[str, list[float]]]]:
     """The stored rounds, if they were measured with what this run measures."""
     stored = json.loads(path.read_text())
     if stored.get("meta") != meta:
         raise SystemExit(f"fidelity: {path} was measured with {stored.get('meta')}, this run is {meta}")
-    return {k: stored["rounds"].get(k, []) for k in fresh}
+    rounds: dict[str, list[dict[str, list[float]]]] = stored["rounds"]
+    return rounds
 
 
 def _mean(xs: list[float]) -> float:
