@@ -219,11 +219,14 @@ def _stops(ratios: list[float], args: argparse.Namespace) -> bool:
 
 def _load(path: Path, meta: dict[str, object]) -> dict[str, list[dict[str, list[float]]]]:
     """The stored rounds, if they were measured with what this run measures."""
-    stored = json.loads(path.read_text())
-    if stored.get("meta") != meta:
-        raise SystemExit(f"fidelity: {path} was measured with {stored.get('meta')}, this run is {meta}")
-    rounds: dict[str, list[dict[str, list[float]]]] = stored["rounds"]
-    return rounds
+    try:
+        stored = json.loads(path.read_text())
+        stored_meta, rounds = stored["meta"], stored["rounds"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"fidelity: cannot resume from {path}: not a stored run ({exc})") from None
+    if stored_meta != meta:
+        raise SystemExit(f"fidelity: {path} was measured with {stored_meta}, this run is {meta}")
+    return dict(rounds)
 
 
 def _mean(xs: list[float]) -> float:
