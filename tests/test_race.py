@@ -202,6 +202,9 @@ def test_equal_configs_are_a_declared_tie_picked_by_fewer_threads(tmp_path: Path
     assert race.decision == "tie" and race.rounds == RACE.max_rounds
     assert out.best_tg.result.point.threads == 1 and "fewer threads" in race.rule
     assert race.tied == [lbl for lbl in race.labels if lbl != race.winner_label]
+    # the untuned default (2 threads) tied and was passed over, not "not beaten"
+    assert race.default is not None and race.default.startswith("t2") and race.default in race.tied
+    assert (race.default_fate() or "").startswith(f"tied; the tie rule took {race.winner_label}")
     assert out.best_tg.tied_with == race.tied
     (c,) = race.comparisons
     assert c.verdict == "tie" and c.ci_low is not None and c.ci_low < 0 < (c.ci_high or 0)
