@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+import socket
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -178,63 +181,34 @@ def test_declared_context_limit_moves_to_backup_or_refuses(tmp_path: Path) -> No
         assert _post(c, url, "short").status_code == 200
 
 
-@contextmanager
-def _drops_second_request(*, cut_body: bool = False) -> Iterator[tuple[str, list[str]]]:
-    """A bare HTTP/1.1 upstream that answers with keep-alive, but closes the connection without a
-    byte of answer when the second request arrives on it: llama-server (cpp-httplib) dropping an
-    idle keep-alive connection just as a pooled client reuses it. `cut_body`: every answer is cut
-    after its head and half its body instead (a reply that broke: it must not be asked twice)."""
-    import socket
-    import threading
+_OK = json.dumps(
+    {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+).encode()
 
-    ok = json.dumps(
-        {
-            "object": "chat.completion",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-            ],
-        }
-    ).encode()
-    seen: list[str] = []
+
+def _read_head(s: socket.socket, buf: bytes) -> tuple[bytes, int, bytes] | None:
+    """(head, content length, bytes after the head) of the next request, or None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = s.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lengths = [
+        int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")
+    ]
+    return head, (lengths or [0])[0], rest
+
+
+@contextmanager
+def _raw_upstream(conn: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A bare HTTP/1.1 server on loopback: each accepted connection is `conn`'s, on its own thread."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
-
-    def conn(s: socket.socket) -> None:
-        with s:
-            buf, served = b"", 0
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                n = int(
-                    next(
-                        (
-                            ln.split(b":")[1]
-                            for ln in head.split(b"\r\n")
-                            if ln.lower().startswith(b"content-length")
-                        ),
-                        b"0",
-                    )
-                )
-                while len(buf) < n:
-                    buf += s.recv(65536)
-                buf = buf[n:]
-                if served == 1:
-                    seen.append("dropped")
-                    return  # the second request on this connection: closed, no answer
-                seen.append("answered")
-                served += 1
-                s.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
-                    + f"Content-Length: {len(ok)}\r\n\r\n".encode()
-                    + (ok[: len(ok) // 2] if cut_body else ok)
-                )
-                if cut_body:
-                    return
 
     def accept() -> None:
         while True:
@@ -246,9 +220,42 @@ def _drops_second_request(*, cut_body: bool = False) -> Iterator[tuple[str, list
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}", seen
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
     finally:
         srv.close()
+
+
+@contextmanager
+def _drops_second_request(*, cut_body: bool = False) -> Iterator[tuple[str, list[str]]]:
+    """A bare HTTP/1.1 upstream that answers with keep-alive, but closes the connection without a
+    byte of answer when the second request arrives on it: llama-server (cpp-httplib) dropping an
+    idle keep-alive connection just as a pooled client reuses it. `cut_body`: every answer is cut
+    after its head and half its body instead (a reply that broke: it must not be asked twice)."""
+    seen: list[str] = []
+
+    def conn(s: socket.socket) -> None:
+        with s:
+            buf, served = b"", 0
+            while (req := _read_head(s, buf)) is not None:
+                _, n, buf = req
+                while len(buf) < n:
+                    buf += s.recv(65536)
+                buf = buf[n:]
+                if served == 1:
+                    seen.append("dropped")
+                    return  # the second request on this connection: closed, no answer
+                seen.append("answered")
+                served += 1
+                s.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                    + f"Content-Length: {len(_OK)}\r\n\r\n".encode()
+                    + (_OK[: len(_OK) // 2] if cut_body else _OK)
+                )
+                if cut_body:
+                    return
+
+    with _raw_upstream(conn) as url:
+        yield url, seen
 
 
 def test_a_dropped_keep_alive_connection_is_retried_not_a_502(tmp_path: Path) -> None:
@@ -261,6 +268,61 @@ def test_a_dropped_keep_alive_connection_is_retried_not_a_502(tmp_path: Path) ->
                 )
                 assert r.status_code == 200, r.text
         assert "dropped" in seen  # the upstream did drop a pooled connection
+
+
+@contextmanager
+def _resets_while_body_is_written(times: int) -> Iterator[tuple[str, list[str]]]:
+    """A bare HTTP/1.1 upstream whose first `times` connections are reset (RST) once the request's
+    head arrives, before its body is read: the request never reached the server whole. Later ones
+    are answered. CI met this as "Can not write request body" under 8 concurrent streams."""
+    seen: list[str] = []
+
+    def conn(s: socket.socket) -> None:
+        with s:
+            if (req := _read_head(s, b"")) is None:
+                return
+            if seen.count("reset") < times:
+                seen.append("reset")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return  # closed with linger 0: a reset while the client still writes the body
+            _, n, buf = req
+            while len(buf) < n:
+                buf += s.recv(1 << 20)
+            seen.append("answered")
+            s.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(_OK)}\r\n\r\n".encode()
+                + _OK
+            )
+
+    with _raw_upstream(conn) as url:
+        yield url, seen
+
+
+def _big_chat(c: httpx.Client, url: str) -> httpx.Response:
+    # 3 MB of prompt: more than loopback's socket buffers hold, so the client is still writing
+    # the body when the reset comes (a small body would already sit whole in the kernel)
+    return c.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "r1", "messages": [{"role": "user", "content": "x" * 3_000_000}]},
+    )
+
+
+def test_a_reset_while_the_body_is_written_is_sent_again_on_a_new_connection(tmp_path: Path) -> None:
+    with _resets_while_body_is_written(times=1) as (up, seen):
+        with gateway(_only(up), None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+            r = _big_chat(c, url)
+        assert r.status_code == 200, r.text
+        assert seen == ["reset", "answered"]
+
+
+def test_a_backend_that_keeps_resetting_is_a_502_after_one_resend(tmp_path: Path) -> None:
+    # the re-send is once: a backend that resets every request is a 502 naming the cause, not a loop
+    with _resets_while_body_is_written(times=99) as (up, seen):
+        with gateway(_only(up), None, tmp_path) as (url, _), httpx.Client(timeout=30) as c:
+            r = _big_chat(c, url)
+        assert r.status_code == 502 and "connection failed" in r.text, r.text
+        assert seen == ["reset", "reset"]
 
 
 def test_a_reply_cut_after_its_head_is_an_error_and_not_sent_twice(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ threads. Errors leave this module as `UpstreamError`, so the gateway never sees 
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -33,45 +34,67 @@ def _cause(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
+def _unanswered(exc: BaseException) -> bool:
+    """The exchange broke on a made connection before any byte of an answer: the server closed
+    or reset it as the request went out (CI met "Can not write request body", errno None: a
+    pooled connection whose close arrived while the body was being written). A refused or
+    timed-out connect is not this: nothing was reached, and the pool's fallback handles it."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(
+        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientConnectionResetError | aiohttp.ClientOSError
+    )
+
+
+def _error(exc: BaseException, read_timeout_s: float | None) -> UpstreamError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamError(f"connection failed: no connection within {CONNECT_S:.0f} s")
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"no answer within {read_timeout_s:.0f} s")
+    return UpstreamError(f"connection failed: {_cause(exc)}")
+
+
 class Upstream:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # the re-send's: never a pooled connection
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S)
-        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S)
+        pooled = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
+        self._session = aiohttp.ClientSession(connector=pooled, timeout=timeout)
+        fresh = aiohttp.TCPConnector(limit=0, force_close=True)
+        self._fresh = aiohttp.ClientSession(connector=fresh, timeout=timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     async def post(
         self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout_s: float | None = None
     ) -> aiohttp.ClientResponse:
         """POST and wait for the response's head; the body is the caller's to read and `release()`.
 
-        Sent once more when a pooled connection turned out closed before any byte of an answer
-        (the server dropped it idle as the request went out). Only the head is retried: a body
+        Sent once more, on a new connection, when the exchange broke before any byte of an answer
+        (the server dropped a pooled connection as the request went out, or reset it while the
+        body was being written: it never had the whole request). Only the head is retried: a body
         cut later is a broken reply, never sent twice. `read_timeout_s` bounds each wait for bytes."""
-        assert self._session is not None, "Upstream.start() first"
+        assert self._session is not None and self._fresh is not None, "Upstream.start() first"
+        # a file-like body: aiohttp writes it in chunks (raw bytes over 1 MiB would block the loop
+        # while they are copied, and aiohttp warns); a new one each attempt, as a send consumes it
         data = json.dumps(body).encode()
         hdrs = {"content-type": "application/json", **headers}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S, sock_read=read_timeout_s)
-        for attempt in (1, 2):
-            try:
-                return await self._session.post(url, data=data, headers=hdrs, timeout=timeout)
-            except aiohttp.ServerDisconnectedError as exc:
-                if attempt == 2:
-                    raise UpstreamError(f"connection failed: {_cause(exc)}") from exc
-            except aiohttp.ConnectionTimeoutError as exc:
-                raise UpstreamError(f"connection failed: no connection within {CONNECT_S:.0f} s") from exc
-            except TimeoutError as exc:
-                raise UpstreamTimeout(f"no answer within {read_timeout_s:.0f} s") from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamError(f"connection failed: {_cause(exc)}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return await self._session.post(url, data=io.BytesIO(data), headers=hdrs, timeout=timeout)
+        except (aiohttp.ClientError, OSError) as exc:
+            if not _unanswered(exc):
+                raise _error(exc, read_timeout_s) from exc
+        try:
+            return await self._fresh.post(url, data=io.BytesIO(data), headers=hdrs, timeout=timeout)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _error(exc, read_timeout_s) from exc
 
     @staticmethod
     async def read(resp: aiohttp.ClientResponse) -> bytes:
