@@ -147,7 +147,13 @@ def main() -> None:
     ratio: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     aa: dict[tuple[int, int], list[float]] = {k: [] for k in keys}
     raw: dict[str, list[dict[str, list[float]]]] = {f"{ci}:{ti}": [] for ci, ti in keys}
-    meta = {"build": runtime.build_id, "model_sha256": model.sha256, "host": host.fingerprint, "reps": reps}
+    meta = {
+        "build": runtime.build_id,
+        "model_sha256": model.sha256,
+        "host": host.fingerprint,
+        "reps": reps,
+        "measuring_code": _measuring_code(),
+    }
     out = args.resume or args.out
     kept: dict[str, list[dict[str, list[float]]]] = {}  # stored rounds of what --only leaves out
     if args.resume:
@@ -219,6 +225,21 @@ def _stops(ratios: list[float], args: argparse.Namespace) -> bool:
     """Width only, never where the CI lies; an even count so both orders weigh alike."""
     n = len(ratios)
     return n >= args.min_rounds and n % 2 == 0 and _half(summarize(ratios)) <= args.halfwidth
+
+
+def _measuring_code() -> str:
+    """A digest of the code that starts and reads E's processes (runtime/, measure/): rounds from
+    before a change to it are another experiment (an environment variable proc.spawn added once
+    cost E 3.5 %), and a resume must not pool them with new ones."""
+    import hashlib
+
+    import edgebench
+
+    root = Path(edgebench.__file__).parent
+    digest = hashlib.sha256()
+    for f in sorted([*(root / "runtime").glob("*.py"), *(root / "measure").glob("*.py")]):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _load(path: Path, meta: dict[str, object]) -> dict[str, list[dict[str, list[float]]]]:

@@ -366,3 +366,14 @@ def test_ctrl_c_prints_one_line_exits_130_and_keeps_results(tmp_path: Path) -> N
     store = Store(tmp_path / "data" / "edgebench.sqlite")
     assert store.count("throughput") == 1  # the point measured before the interrupt is kept
     assert not math.isnan(next(iter(store.rows("throughput"))).record["mean_ts"])
+
+
+def test_llama_bench_is_measured_in_the_users_environment(tmp_path: Path) -> None:
+    # edgebench's figure must be the one the user gets by hand: its llama-bench has no variable
+    # of ours (GGML_NO_BACKTRACE moved speed by its mere size), unlike builds and probes
+    seen = tmp_path / "env.txt"
+    rt = fake_runtime(fake_bin_dir(tmp_path, f'env -0 > {seen}\ncat "$OUT"', stdout=dumps([bench_row()])))
+    out = run_bench(rt, "/fake/model.gguf", RuntimeConfig(threads=1), TEST, timeout_s=20)
+    assert out.status is ExitCause.OK, out.detail
+    env = dict(kv.split("=", 1) for kv in seen.read_text().split("\0") if "=" in kv)
+    assert "GGML_NO_BACKTRACE" not in env and env.get("PATH") == os.environ["PATH"]

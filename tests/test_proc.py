@@ -274,3 +274,20 @@ def test_a_spike_between_slow_samples_is_still_the_peak_through_the_kernels_high
     res = proc.run([sys.executable, "-c", _SPIKE, str(spike)], timeout_s=30)
     assert res.ok
     assert res.peak_rss_mib >= spike
+
+
+def _env_of(res: proc.ProcResult) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in res.stdout.split("\0") if "=" in line)
+
+
+def test_a_measured_run_gets_the_users_environment_byte_for_byte() -> None:
+    # one variable more (any name) cost llama-bench t1 pp512 3-5 % here: a measured run's
+    # environment is the one the user would run llama.cpp with by hand, in the same order
+    measured = proc.run(["/usr/bin/env", "-0"], timeout_s=30, measured=True)
+    assert measured.ok
+    assert measured.stdout == "".join(f"{k}={v}\0" for k, v in os.environ.items())
+    other = proc.run(["/usr/bin/env", "-0"], timeout_s=30)  # a build, a probe: quiet aborts
+    assert _env_of(other) == {"GGML_NO_BACKTRACE": "1", **os.environ}
+    # what a caller sets is still passed to a measured run (a config's own variables)
+    with_env = proc.run(["/usr/bin/env", "-0"], timeout_s=30, measured=True, env={"LLAMA_ARG_X": "1"})
+    assert _env_of(with_env) == {**os.environ, "LLAMA_ARG_X": "1"}

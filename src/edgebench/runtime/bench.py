@@ -182,7 +182,7 @@ def run_bench(
     """Run one llama-bench test in its own process; never raises for what llama-bench does or
     prints: output that is not a valid result for `test` is an INVALID_OUTPUT outcome."""
     argv = bench_argv(runtime.binary("llama-bench"), model_path, cfg, test, runtime.dialect)
-    res = proc.run(argv, timeout_s=timeout_s, rss_limit_mib=rss_limit_mib)
+    res = proc.run(argv, timeout_s=timeout_s, rss_limit_mib=rss_limit_mib, measured=True)
     status, detail, runs = res.cause, res.detail, []
     if res.ok:
         try:

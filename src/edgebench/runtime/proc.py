@@ -341,16 +341,23 @@ def spawn(
     log_file: Path | None = None,
     inherit_env: bool = True,
     rlimits: Mapping[int, int] | None = None,
+    measured: bool = False,
 ) -> subprocess.Popen[str]:
     """Start a process in its own session (process group), so a kill reaches all of it.
 
     `inherit_env=False` gives the child only `env` (a sandbox: no proxies, no credentials);
-    `rlimits` maps `resource.RLIMIT_*` to a hard+soft limit.
+    `rlimits` maps `resource.RLIMIT_*` to a hard+soft limit. `measured`: a run whose speed is the
+    result gets the user's environment byte for byte, plus only `env` (see below).
     """
     # ggml's abort handler attaches gdb for a backtrace when gdb is installed: on a busy host that
     # kept a crashed llama-bench (an RPC worker gone) alive for over two minutes, and its output
-    # is noise in front of the GGML_ASSERT line we keep (for a backtrace, run llama.cpp by hand)
-    base = {"GGML_NO_BACKTRACE": "1", **os.environ} if inherit_env else {}
+    # is noise in front of the GGML_ASSERT line we keep (for a backtrace, run llama.cpp by hand).
+    # Not in a measured run: the environment alone moves llama.cpp's speed. On the test host
+    # this one variable more cost llama-bench t1 q8_0 pp512 3.5 % [1.8, 5.2] (122 rotated rounds
+    # against the same argv in the user's environment), another of the same size 4.5 %: it was
+    # why edgebench's figures read low against llama-bench run by hand (bench/fidelity.py).
+    quiet = {} if measured else {"GGML_NO_BACKTRACE": "1"}
+    base = {**quiet, **os.environ} if inherit_env else {}
     full_env = {**base, **(env or {})}
     out_target: int | object | None = stdout
     handle = None
@@ -536,11 +543,12 @@ def run(
     on_line: Callable[[str], None] | None = None,
     inherit_env: bool = True,
     rlimits: Mapping[int, int] | None = None,
+    measured: bool = False,
 ) -> ProcResult:
     """Run to completion; never raises for what the child does, only when it cannot start.
 
     `on_line` receives each output line as it arrives (cmake progress); with it, stderr is merged
-    into stdout. `log_file` additionally keeps everything on disk.
+    into stdout. `log_file` additionally keeps everything on disk. `measured`: see `spawn`.
 
     The timeout bounds the whole call, not only the leader: when the leader exits, whatever it
     left in its process group is killed (it could hold our pipes open for ever), and output is
@@ -555,6 +563,7 @@ def run(
         stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         inherit_env=inherit_env,
         rlimits=rlimits,
+        measured=measured,
     )
     t0 = time.monotonic()
     limit_hit = False
