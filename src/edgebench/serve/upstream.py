@@ -78,8 +78,9 @@ class Upstream:
 
         Sent once more, on a new connection, when the exchange broke before any byte of an answer
         (the server dropped a pooled connection as the request went out, or reset it while the
-        body was being written: it never had the whole request). Only the head is retried: a body
-        cut later is a broken reply, never sent twice. `read_timeout_s` bounds each wait for bytes."""
+        body was being written). A chat request has no side effect but its compute, so a second
+        try costs at most one wasted prefill. Only the head is retried: a body cut later is a
+        broken reply, never sent twice. `read_timeout_s` bounds each wait for bytes."""
         assert self._session is not None and self._fresh is not None, "Upstream.start() first"
         # a file-like body: aiohttp writes it in chunks (raw bytes over 1 MiB would block the loop
         # while they are copied, and aiohttp warns); a new one each attempt, as a send consumes it
