@@ -31,6 +31,7 @@ Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.0
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import subprocess
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from _common import fresh_store, setup
 
+import edgebench
 from edgebench.measure.space import CpuSet, Point
 from edgebench.measure.throughput import MeasureSettings, PointMeasurer
 from edgebench.runtime.flags import BenchTest, bench_argv
@@ -231,10 +233,6 @@ def _measuring_code() -> str:
     """A digest of the code that starts and reads E's processes (runtime/, measure/): rounds from
     before a change to it are another experiment (an environment variable proc.spawn added once
     cost E 3.5 %), and a resume must not pool them with new ones."""
-    import hashlib
-
-    import edgebench
-
     root = Path(edgebench.__file__).parent
     digest = hashlib.sha256()
     for f in sorted([*(root / "runtime").glob("*.py"), *(root / "measure").glob("*.py")]):
