@@ -15,8 +15,10 @@ carries the noise (pp512 at 2 threads: between-process CV 6.0 %, within-process 
 and 2.2 %; 6 interleaved rounds), so 5 processes of 1 repetition tell more than 3 of 3 in the
 same time. Both sides run the same -r.
 Rounds go on for a config and test until its E/D CI is `--halfwidth` wide on each side (after
-`--min-rounds`, an even number of rounds so both orders count alike) or `--rounds` is reached. The
-stop looks at the CI's width only, never at where it lies, so it cannot steer the verdict.
+`--min-rounds`, an even number of rounds so both orders count alike) or `--rounds` is reached, or
+until `--budget-min` minutes are spent (at the next round boundary with every count even). Each
+stop looks at the CI's width or the clock only, never at where the CI lies, so it cannot steer the
+verdict. `--resume raw.json --rounds 0` measures nothing and judges the rounds stored.
 Two noise-free checks come with it: the parameters llama-bench's JSON echoes for edgebench's argv and
 for the hand-typed one, field by field, and edgebench's own CPU over each E process (all it could
 take from the llama-bench beside it).
@@ -25,7 +27,7 @@ hours: `--resume raw.json` goes on from a run that was stopped, with the rounds 
 is its own pair, so rounds from two sittings pool; the same build, model and host are required).
 Goal: the paired E/D ratio's 95 % CI inside 0.97-1.03 for every config and test.
 Usage: python bench/fidelity.py [--rounds 40] [--min-rounds 10] [--halfwidth 0.012] [--reps 1]
-       [--only 0:pp,1:pp] [--out raw.json | --resume raw.json]
+       [--budget-min M] [--only 0:pp,1:pp] [--out raw.json | --resume raw.json]
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ def main() -> None:
     ap.add_argument("--halfwidth", type=float, default=0.012, help="stop once the E/D CI is ± this")
     ap.add_argument("--reps", type=int, default=1, help="repetitions a process, both sides")
     ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="stop at the first round boundary after this many minutes (every count even) and judge",
+    )
+    ap.add_argument(
         "--only", default=None, help="configs and tests, e.g. 1:pp or 0:pp,1:pp (config index 0-2)"
     )
     ap.add_argument("--out", default=None, help="write every process's t/s here as JSON")
@@ -172,6 +180,7 @@ def main() -> None:
         have = ", ".join(f"{k[0]}:{TESTS[k[1]].name} {len(ratio[k])}" for k in keys)
         print(f"resumed {args.resume} (rounds stored: {have}); still measuring {len(active)} of {len(keys)}")
     r = 0  # this sitting's rounds: only the configs' order rotates with it
+    deadline = time.monotonic() + args.budget_min * 60 if args.budget_min is not None else None
     while active:
         for key in active[r % len(active) :] + active[: r % len(active)]:
             edge_first = len(ratio[key]) % 2 == 1
@@ -199,6 +208,11 @@ def main() -> None:
             f"{k[0]}:{TESTS[k[1]].name} n={len(ratio[k])} ±{_half(summarize(ratio[k])):.4f}" for k in keys
         )
         print(f"round {r} of this sitting done; E/D CI half-widths: {width}", flush=True)
+        # the clock, like the width, knows nothing of where a CI lies: a budget cannot steer it
+        spent = deadline is not None and time.monotonic() > deadline
+        if spent and all(len(ratio[k]) % 2 == 0 for k in active):
+            print(f"the {args.budget_min:g}-minute budget is spent: judging the rounds stored")
+            break
     print(f"fidelity on {model.name}: {reps} rep(s) a process, build {runtime.build_id}")
     print(
         f"{'config':38} {'test':6} {'rounds':>6} {'paired E/D [95 % CI]':24}  {'A/A mid/ends [95 % CI]':24}"
@@ -215,10 +229,12 @@ def main() -> None:
             f"{'' if ok else '  outside'}"
         )
     own = sorted(own_cpu)
-    print(
-        f"edgebench's own CPU over an E process (set-up, gate, sampler, store write; an upper bound on"
-        f" what it takes from llama-bench): median {own[len(own) // 2]:.2%} of a core, max {own[-1]:.2%}"
-    )
+    if own:  # none when a resume only judges (the stored rounds keep t/s, not edgebench's CPU)
+        print(
+            f"edgebench's own CPU over an E process (set-up, gate, sampler, store write; an upper bound"
+            f" on what it takes from llama-bench): median {own[len(own) // 2]:.2%} of a core,"
+            f" max {own[-1]:.2%}"
+        )
     part = f" for {args.only} only, not the goal's six" if args.only else ""
     print(f"goal: every paired CI inside 0.97-1.03{part}: {'PASS' if inside else 'FAIL'}")
 
