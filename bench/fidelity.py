@@ -220,6 +220,10 @@ def main() -> None:
     inside = True
     for key in keys:
         ci, ti = key
+        if not ratio[key]:  # a judge-only resume (--rounds 0) of a file without this config and test
+            print(f"{CONFIGS[ci].runtime().label():38} {TESTS[ti].name:6} {0:6d} no rounds stored")
+            inside = False
+            continue
         rs, aas = summarize(ratio[key]), summarize(aa[key])
         ok = rs.ci_low >= 0.97 and rs.ci_high <= 1.03
         inside = inside and ok
